@@ -1,0 +1,303 @@
+"""Spatiotemporal masks.
+
+.. important:: **Mask polarity.** In this package a mask is a boolean ``(T, H, W)`` array where
+
+   * ``True``  = the region to **edit** (the model *generates* it),
+   * ``False`` = the region to **preserve** (copied from the source video).
+
+   Wan2.1-I2V's own mask channels use the opposite sense (1 = keep / given, 0 = generate), and VACE uses
+   1 = generate. The flip happens in exactly one place, :func:`loraedit_nb.conditioning.keep_mask`, so user code
+   never deals with Wan's convention. (Users trip on this: Wan2.1 issue 479, VACE issue 108.)
+
+Every operation here takes and returns that boolean convention. Masks can be made in code (boxes, points via
+``from_first_frame`` + ``propagate_flow``) so notebooks run headless, or painted with
+:mod:`loraedit_nb.widgets`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in pixels, x1/y1 exclusive
+
+
+def check_mask(mask: np.ndarray, video: np.ndarray | None = None, *, name: str = "mask") -> np.ndarray:
+    """Validate a mask and return it as bool ``(T, H, W)``.
+
+    Accepts bool, or a numeric array holding only 0/1 (or 0/255). Anything else (soft masks) raises: threshold it
+    yourself (``mask > 0.5``) so the choice is visible. With ``video`` given, shapes must agree.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 4 and mask.shape[-1] in (1, 3):
+        raise ValueError(f"{name} has shape {mask.shape}; masks are (T, H, W): use mask[..., 0] or mask.any(-1)")
+    if mask.ndim != 3:
+        raise ValueError(f"{name} must have shape (T, H, W), got {mask.shape}. For one frame use mask[None].")
+    if mask.dtype != bool:
+        vals = np.unique(mask)
+        if np.isin(vals, [0, 1]).all():
+            mask = mask.astype(bool)
+        elif np.isin(vals, [0, 255]).all():
+            mask = mask == 255
+        else:
+            raise ValueError(
+                f"{name} is not binary (values {vals[:6]}...). Threshold it explicitly, e.g. mask > 0.5; "
+                "True = region to edit."
+            )
+    if video is not None:
+        if mask.shape != tuple(video.shape[:3]):
+            raise ValueError(
+                f"{name} shape {mask.shape} does not match video (T, H, W) = {tuple(video.shape[:3])}. Make the mask "
+                "from the prepared video, or resize it with resize_mask(mask, H, W) and sample the same frames."
+            )
+    return mask
+
+
+def warn_if_degenerate(mask: np.ndarray, *, context: str = "editing") -> None:
+    """Warn (not raise) for legal but unusual masks: nothing to edit, or everything after frame 0 (plain I2V)."""
+    if not mask[1:].any() and not mask[:1].any():
+        warnings.warn(f"the mask is empty: nothing will be generated while {context} (the source is kept).",
+                      stacklevel=2)
+    elif len(mask) > 1 and mask[1:].all():
+        warnings.warn(
+            f"the mask covers every frame after the first: {context} becomes plain image-to-video (no background "
+            "is preserved).", stacklevel=2)
+
+
+# ----------------------------------------------------------------------------------------------- construction
+def empty(num_frames: int, height: int, width: int) -> np.ndarray:
+    return np.zeros((num_frames, height, width), dtype=bool)
+
+
+def from_first_frame(frame_mask: np.ndarray, num_frames: int) -> np.ndarray:
+    """Repeat a ``(H, W)`` mask over ``num_frames`` -> ``(T, H, W)`` (for static regions)."""
+    frame_mask = np.asarray(frame_mask).astype(bool)
+    if frame_mask.ndim != 2:
+        raise ValueError(f"frame_mask must be (H, W), got {frame_mask.shape}")
+    return np.repeat(frame_mask[None], num_frames, axis=0)
+
+
+def box_mask(height: int, width: int, box: Box) -> np.ndarray:
+    """``(H, W)`` mask, True inside ``box = (x0, y0, x1, y1)`` (clipped to the frame)."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box {box} is empty: need x0 < x1 and y0 < y1 (pixels, x1/y1 exclusive)")
+    m = np.zeros((height, width), dtype=bool)
+    m[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)] = True
+    return m
+
+
+def from_boxes(boxes: Sequence[Box | Sequence[Box] | None], height: int, width: int) -> np.ndarray:
+    """One entry per frame: a box, a list of boxes, or None (nothing on that frame) -> ``(T, H, W)``."""
+    out = np.zeros((len(boxes), height, width), dtype=bool)
+    for t, b in enumerate(boxes):
+        if b is None:
+            continue
+        for bb in ([b] if np.ndim(b[0]) == 0 else b):
+            out[t] |= box_mask(height, width, bb)
+    return out
+
+
+def interpolate_boxes(keyframes: dict[int, Box], num_frames: int, height: int, width: int) -> np.ndarray:
+    """Boxes given on a few frames, linearly interpolated (held constant outside) -> ``(T, H, W)`` mask."""
+    if not keyframes:
+        raise ValueError("give at least one keyframe box, e.g. {0: (x0, y0, x1, y1)}")
+    ks = sorted(keyframes)
+    arr = np.array([keyframes[k] for k in ks], dtype=float)
+    boxes = [tuple(np.interp(t, ks, arr[:, i]) for i in range(4)) for t in range(num_frames)]
+    return from_boxes(boxes, height, width)
+
+
+def disc(height: int, width: int, centre: tuple[float, float], radius: float) -> np.ndarray:
+    """``(H, W)`` disc mask around ``centre = (x, y)`` (for click-like masks made in code)."""
+    yy, xx = np.mgrid[:height, :width]
+    return (xx + 0.5 - centre[0]) ** 2 + (yy + 0.5 - centre[1]) ** 2 <= radius**2
+
+
+# ----------------------------------------------------------------------------------------------- morphology
+def _kernel(radius: int):
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def dilate(mask: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Grow the edit region of every frame by ``radius`` pixels (elliptic kernel)."""
+    import cv2
+
+    if radius <= 0:
+        return mask.copy()
+    k = _kernel(radius)
+    return np.stack([cv2.dilate(m.astype(np.uint8), k) > 0 for m in mask])
+
+
+def erode(mask: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Shrink the edit region of every frame by ``radius`` pixels."""
+    import cv2
+
+    if radius <= 0:
+        return mask.copy()
+    k = _kernel(radius)
+    return np.stack([cv2.erode(m.astype(np.uint8), k) > 0 for m in mask])
+
+
+def temporal_union(mask: np.ndarray) -> np.ndarray:
+    """The union of all frames, repeated on every frame (a static region that covers the whole motion)."""
+    return np.repeat(mask.any(axis=0, keepdims=True), len(mask), axis=0)
+
+
+def to_boxes(mask: np.ndarray, *, expand_ratio: float = 0.1, min_area: int = 50) -> np.ndarray:
+    """Replace each connected component of each frame by its bounding box, grown by ``expand_ratio`` of its width
+    and height (centred). Components under ``min_area`` pixels are dropped.
+
+    This is what the paper's official code does to SAM2 masks (10 % expansion, 50 px minimum): boxes leave the
+    model room to change the object's shape.
+    """
+    import cv2
+
+    T, H, W = mask.shape
+    out = np.zeros_like(mask, dtype=bool)
+    for t in range(T):
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask[t].astype(np.uint8), connectivity=8)
+        for i in range(1, n):
+            x, y, w, h, area = stats[i]
+            if area < min_area:
+                continue
+            dw, dh = w * expand_ratio / 2, h * expand_ratio / 2
+            x0, y0 = int(np.floor(x - dw)), int(np.floor(y - dh))
+            x1, y1 = int(np.ceil(x + w + dw)), int(np.ceil(y + h + dh))
+            out[t, max(0, y0) : min(H, y1), max(0, x0) : min(W, x1)] = True
+    return out
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of every frame (keeps the mask binary)."""
+    import cv2
+
+    return np.stack([cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+                     for m in mask])
+
+
+# ----------------------------------------------------------------------------------------------- propagation
+def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "dis") -> np.ndarray:
+    """Carry a frame-0 mask ``(H, W)`` through ``video`` ``(T, H, W, 3)`` with dense optical flow (no weights).
+
+    For every frame the backward flow (frame t -> t-1) is computed with OpenCV's DIS (``method="dis"``) or
+    Farneback (``"farneback"``) and the previous mask is sampled along it. Returns bool ``(T, H, W)``.
+    Good for smooth motion; for fast or deforming objects paint or box the later frames too.
+    """
+    import cv2
+
+    from .video import check_video
+
+    video = check_video(video)
+    first_mask = np.asarray(first_mask).astype(bool)
+    if first_mask.shape != video.shape[1:3]:
+        raise ValueError(f"first_mask shape {first_mask.shape} != frame size {video.shape[1:3]}")
+    grey = [cv2.cvtColor((f * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in video]
+    if method == "dis":
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        flow_fn = dis.calc
+    elif method == "farneback":
+        def flow_fn(a, b, _):
+            return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)
+    else:
+        raise ValueError(f"method must be 'dis' or 'farneback', got {method!r}")
+    H, W = first_mask.shape
+    gx, gy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    out = [first_mask]
+    soft = first_mask.astype(np.float32)
+    for t in range(1, len(video)):
+        flow = flow_fn(grey[t], grey[t - 1], None)  # where each pixel of frame t was in frame t-1
+        soft = cv2.remap(soft, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderValue=0)
+        out.append(soft > 0.5)
+        soft = out[-1].astype(np.float32)  # re-binarise each step so the mask does not blur away
+    return np.stack(out)
+
+
+# ----------------------------------------------------------------------------------------------- I/O
+def save_npz(path: str | os.PathLike, mask: np.ndarray) -> Path:
+    """Save compactly (bit-packed) as ``.npz``."""
+    mask = check_mask(mask)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, bits=np.packbits(mask.ravel()), shape=np.array(mask.shape))
+    os.replace(tmp, path)
+    return path
+
+
+def load_npz(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"mask file not found: {path}")
+    with np.load(path) as z:
+        shape = tuple(int(s) for s in z["shape"])
+        return np.unpackbits(z["bits"])[: int(np.prod(shape))].reshape(shape).astype(bool)
+
+
+def save_pngs(folder: str | os.PathLike, mask: np.ndarray) -> Path:
+    """One PNG per frame (white = edit), named ``00000.png``... like the official code's ``source_masks/``."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, m in enumerate(check_mask(mask)):
+        Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{t:05d}.png")
+    return folder
+
+
+def load_pngs(folder: str | os.PathLike) -> np.ndarray:
+    """Read a folder of mask frames (any grey/RGB PNG/JPG; > 50 % intensity = edit)."""
+    from PIL import Image
+
+    from .video import IMAGE_EXTS
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"mask folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise ValueError(f"no mask frames in {folder}")
+    return np.stack([np.asarray(Image.open(f).convert("L")) > 127 for f in files])
+
+
+def load(path: str | os.PathLike) -> np.ndarray:
+    """Load a mask from ``.npz``, ``.npy`` or a folder of PNG frames."""
+    path = Path(path)
+    if path.is_dir():
+        return load_pngs(path)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.suffix == ".npy":
+        return check_mask(np.load(path))
+    if not path.exists():
+        raise FileNotFoundError(f"mask not found: {path}")
+    raise ValueError(f"unsupported mask file {path}: use .npz, .npy or a folder of PNG frames")
+
+
+# ----------------------------------------------------------------------------------------------- display
+def overlay(video: np.ndarray, mask: np.ndarray, *, colour=(1.0, 0.2, 0.2), alpha: float = 0.45,
+            outline: bool = True) -> np.ndarray:
+    """Tint the edit region of ``video`` (for display): ``(T, H, W, 3)`` in [0, 1]."""
+    import cv2
+
+    mask = check_mask(mask, video)
+    out = video.copy()
+    c = np.asarray(colour, np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * c
+    if outline:
+        k = np.ones((3, 3), np.uint8)
+        for t in range(len(mask)):
+            edge = (cv2.dilate(mask[t].astype(np.uint8), k) > 0) & ~mask[t]
+            out[t][edge] = c
+    return out
+
+
+def mask_video(mask: np.ndarray) -> np.ndarray:
+    """The mask as a white-on-black video ``(T, H, W, 3)`` (white = edit)."""
+    return np.repeat(check_mask(mask)[..., None].astype(np.float32), 3, axis=-1)

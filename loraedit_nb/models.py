@@ -1,0 +1,315 @@
+"""Backbones behind one loader: the real Wan2.1-I2V-14B, the project's pretrained toy model, tiny random configs.
+
+``load_backbone(name_or_path)`` returns a :class:`Backbone` holding diffusers components (transformer, VAE,
+scheduler, tokenizer + text encoder, optional CLIP image encoder). Every training and inference function of the
+package takes a Backbone, so the same code runs at both scales:
+
+* ``"toy"`` (default) — the embedded model pretrained by this project on the toy world (``data/toy_backbone``):
+  a ``WanTransformer3DModel`` at tiny width, a lossless :class:`~loraedit_nb.patchify_vae.PatchifyVAE` with Wan's
+  latent geometry, and a tiny UMT5 text encoder over a word-level toy vocabulary. Runs on a CPU in seconds.
+* ``"tiny-random"`` — the same diffusers classes as Wan2.1-I2V (``AutoencoderKLWan``, 36-channel transformer with
+  CLIP image branch, UMT5, CLIP vision) at tiny random sizes, built from config. For unit tests.
+* ``"Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"`` / ``-720P-`` — the real model from the Hub (GPU; ~33 GB bf16
+  transformer). Never called in tests: no hub here.
+* a local folder written by :meth:`Backbone.save_pretrained` (or any diffusers Wan I2V folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanTransformer3DModel,
+)
+
+from .conditioning import LatentGeometry
+from .patchify_vae import PatchifyVAE
+
+WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
+WAN_720P = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+TOY_DIR = DATA_DIR / "toy_backbone"
+META_FILE = "loraedit_nb.json"
+
+# Wan's standard negative prompt (what the paper's code passes at inference)
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
+    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
+    "background, three legs, many people in the background, walking backwards"
+)
+
+
+class XPredWanTransformer3DModel(WanTransformer3DModel):
+    """``WanTransformer3DModel`` whose network predicts the clean latent; ``forward`` returns Wan's velocity.
+
+    Identical modules, names and LoRA targets as the parent; only the output is re-parametrised:
+    ``v = (z_t - x0_hat) / t`` with ``z_t = (1 - t) x0 + t eps`` (so ``v = eps - x0`` exactly when x0_hat is right).
+    Used by the toy backbone: a tiny model trained for CPU-hours learns to copy given content far more reliably
+    when it predicts the sample than the velocity (seen in the project's probes). The pipeline, schedulers, CFG
+    and the training loss all still see velocities, as for real Wan.
+    """
+
+    t_min = 0.05  # t -> 0 would blow up the division; below this the step is tiny anyway
+
+    def forward(self, hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image=None,
+                return_dict: bool = True, attention_kwargs: dict[str, Any] | None = None):
+        x0_hat = super().forward(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image,
+                                 return_dict=False, attention_kwargs=attention_kwargs)[0]
+        z_t = hidden_states[:, : self.config.out_channels]
+        t = (timestep.float() / 1000.0).clamp(min=self.t_min).view(-1, *([1] * (z_t.ndim - 1)))
+        v = (z_t.float() - x0_hat.float()) / t
+        v = v.to(x0_hat.dtype)
+        if not return_dict:
+            return (v,)
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        return Transformer2DModelOutput(sample=v)
+
+
+TRANSFORMER_CLASSES = {c.__name__: c for c in (WanTransformer3DModel, XPredWanTransformer3DModel)}
+VAE_CLASSES = {c.__name__: c for c in (AutoencoderKLWan, PatchifyVAE)}
+
+
+@dataclass
+class Backbone:
+    """An I2V backbone: diffusers components plus the few settings the package needs to drive them.
+
+    ``defaults`` holds the sizes and sampler settings that suit this backbone (toy: 32x32, 9 frames, CPU seconds;
+    Wan: 832x480, 49 frames, 30 steps, guidance 5, flow shift 5).
+    """
+
+    name: str
+    transformer: WanTransformer3DModel
+    vae: torch.nn.Module
+    scheduler: Any
+    tokenizer: Any
+    text_encoder: torch.nn.Module
+    image_encoder: torch.nn.Module | None = None
+    image_processor: Any = None
+    max_sequence_length: int = 512
+    defaults: dict = field(default_factory=dict)
+
+    @property
+    def geometry(self) -> LatentGeometry:
+        return LatentGeometry.of(self.vae)
+
+    @property
+    def has_image_encoder(self) -> bool:
+        return self.transformer.config.image_dim is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def pipeline(self, cls: type[WanImageToVideoPipeline] | None = None) -> WanImageToVideoPipeline:
+        """A diffusers pipeline sharing these components (no copies). ``cls`` defaults to the stock I2V pipeline."""
+        cls = cls or WanImageToVideoPipeline
+        return cls(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                   scheduler=self.scheduler, image_processor=self.image_processor,
+                   image_encoder=self.image_encoder, transformer=self.transformer)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: str | list[str]) -> torch.Tensor:
+        """Text embeddings ``(B, max_sequence_length, text_dim)`` exactly as the pipeline computes them."""
+        pipe = WanImageToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                                       scheduler=self.scheduler, transformer=self.transformer)
+        return pipe._get_t5_prompt_embeds(prompts, max_sequence_length=self.max_sequence_length,
+                                          device=self.device, dtype=self.transformer.dtype)
+
+    @torch.no_grad()
+    def encode_image(self, image) -> torch.Tensor | None:
+        """CLIP image tokens ``(1, N, image_dim)`` of one frame (float ``(H, W, 3)`` in [0, 1]), or None when the
+        backbone has no image branch (toy)."""
+        if not self.has_image_encoder:
+            return None
+        import numpy as np
+        from PIL import Image
+
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+        pipe = WanImageToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                                       scheduler=self.scheduler, image_processor=self.image_processor,
+                                       image_encoder=self.image_encoder, transformer=self.transformer)
+        return pipe.encode_image(image, self.device).to(self.transformer.dtype)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write every component in diffusers format (safetensors) + a small ``loraedit_nb.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(path / "transformer")
+        self.vae.save_pretrained(path / "vae")
+        self.scheduler.save_pretrained(path / "scheduler")
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.text_encoder.save_pretrained(path / "text_encoder")
+        if self.image_encoder is not None:
+            self.image_encoder.save_pretrained(path / "image_encoder")
+            self.image_processor.save_pretrained(path / "image_processor")
+        meta = {"name": self.name, "max_sequence_length": self.max_sequence_length, "defaults": self.defaults,
+                "transformer_class": type(self.transformer).__name__, "vae_class": type(self.vae).__name__,
+                "scheduler_class": type(self.scheduler).__name__}
+        (path / META_FILE).write_text(json.dumps(meta, indent=1))
+        return path
+
+    def to(self, device=None, dtype=None) -> Backbone:
+        for m in (self.transformer, self.vae, self.text_encoder, self.image_encoder):
+            if m is not None:
+                m.to(device=device, dtype=dtype if m is self.transformer else None)
+        return self
+
+
+# ----------------------------------------------------------------------------------------------- defaults
+WAN_DEFAULTS = dict(height=480, width=832, num_frames=49, steps=30, guidance=5.0, flow_shift=5.0, fps=16)
+TINY_DEFAULTS = dict(height=64, width=64, num_frames=9, steps=4, guidance=1.0, flow_shift=3.0, fps=8)
+
+
+def _word_tokenizer(words: list[str]):
+    """A word-level tokenizer with T5's special tokens (pad 0, eos 1, unk 2), built offline."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in words:
+        vocab.setdefault(w.lower(), len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str = "wan",
+                         words: list[str] | None = None) -> Backbone:
+    """Tiny random Wan2.1-I2V stack built from config (nothing downloaded), for tests.
+
+    ``vae="wan"``: a tiny ``AutoencoderKLWan`` (x8 spatial, x4 temporal, z=16, real Wan geometry).
+    ``vae="patchify"``: the toy backbone's lossless VAE (x2 spatial). ``image_encoder``: include the CLIP branch.
+    """
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        UMT5Config,
+        UMT5EncoderModel,
+    )
+
+    torch.manual_seed(seed)
+    text_dim, clip_dim = 32, 32
+    if vae == "wan":
+        v = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                             temperal_downsample=[False, True, True])
+    elif vae == "patchify":
+        v = PatchifyVAE(scale_factor_spatial=2)
+    else:
+        raise ValueError(f"vae must be 'wan' or 'patchify', got {vae!r}")
+    z = v.config.z_dim
+    heads, head_dim = 2, 12
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=2 * z + 4,
+        out_channels=z, text_dim=text_dim, freq_dim=32, ffn_dim=48, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", image_dim=clip_dim if image_encoder else None,
+        added_kv_proj_dim=heads * head_dim if image_encoder else None, rope_max_seq_len=64)
+    words = words or "a the red green blue yellow disc square moves circles left right up down , fast slow".split()
+    tokenizer = _word_tokenizer(words)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=text_dim, d_kv=8, d_ff=64,
+                                               num_layers=1, num_heads=4, relative_attention_num_buckets=8))
+    enc = proc = None
+    if image_encoder:
+        enc = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=clip_dim, intermediate_size=64, projection_dim=clip_dim, num_hidden_layers=2,
+            num_attention_heads=4, image_size=32, patch_size=8))
+        proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    for m in (transformer, v, text_encoder, enc):
+        if m is not None:
+            m.eval()
+    # image_dim set -> Wan's attention splits text at a hard-coded 512 tokens, so text must be 512 long
+    return Backbone("tiny-random", transformer, v, scheduler, tokenizer, text_encoder, enc, proc,
+                    max_sequence_length=512 if image_encoder else 16, defaults=dict(TINY_DEFAULTS))
+
+
+def _load_folder(path: Path, dtype, device) -> Backbone:
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
+
+    meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
+    missing = [c for c in ("transformer", "vae", "scheduler", "text_encoder", "tokenizer") if not (path / c).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a backbone folder: missing {missing}. Write one with "
+                                "Backbone.save_pretrained(), or give a Hub id such as " + WAN_480P)
+    tcls = TRANSFORMER_CLASSES[_class_name(path / "transformer", meta.get("transformer_class"))]
+    vcls = VAE_CLASSES[_class_name(path / "vae", meta.get("vae_class"))]
+    sname = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get("_class_name", "")
+    scls = FlowMatchEulerDiscreteScheduler if sname == "FlowMatchEulerDiscreteScheduler" else UniPCMultistepScheduler
+    transformer = tcls.from_pretrained(path / "transformer", torch_dtype=dtype)
+    vae = vcls.from_pretrained(path / "vae", torch_dtype=torch.float32)
+    text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", dtype=dtype)
+    enc = proc = None
+    if (path / "image_encoder").is_dir():
+        enc = CLIPVisionModel.from_pretrained(path / "image_encoder", dtype=dtype)
+        proc = CLIPImageProcessor.from_pretrained(path / "image_processor")
+    bb = Backbone(meta.get("name", path.name), transformer, vae, scls.from_pretrained(path / "scheduler"),
+                  AutoTokenizer.from_pretrained(path / "tokenizer"), text_encoder, enc, proc,
+                  max_sequence_length=int(meta.get("max_sequence_length", 512)),
+                  defaults=meta.get("defaults") or dict(WAN_DEFAULTS))
+    for m in (bb.transformer, bb.vae, bb.text_encoder, bb.image_encoder):
+        if m is not None:
+            m.eval().to(device)
+    return bb
+
+
+def _class_name(folder: Path, fallback: str | None) -> str:
+    cfg = folder / "config.json"
+    name = json.loads(cfg.read_text()).get("_class_name") if cfg.exists() else None
+    return name or fallback or "WanTransformer3DModel"
+
+
+def _load_hub(repo_id: str, dtype, device) -> Backbone:  # pragma: no cover - needs the Hub and a GPU
+    """The real Wan2.1-I2V-14B in diffusers format. ~33 GB bf16 transformer + 11 GB UMT5 + 1.3 GB CLIP + VAE."""
+    from transformers import CLIPVisionModel
+
+    image_encoder = CLIPVisionModel.from_pretrained(repo_id, subfolder="image_encoder", dtype=torch.float32)
+    vae = AutoencoderKLWan.from_pretrained(repo_id, subfolder="vae", torch_dtype=torch.float32)
+    pipe = WanImageToVideoPipeline.from_pretrained(repo_id, vae=vae, image_encoder=image_encoder, torch_dtype=dtype)
+    defaults = dict(WAN_DEFAULTS)
+    if "720P" in repo_id:
+        defaults.update(height=720, width=1280)
+    bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder,
+                  pipe.image_encoder, pipe.image_processor, max_sequence_length=512, defaults=defaults)
+    if device is not None:
+        bb.to(device)
+    return bb
+
+
+def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = torch.float32,
+                  device: str | torch.device | None = None) -> Backbone:
+    """Load a backbone by name (``"toy"``, ``"tiny-random"``), Hub id, or local folder.
+
+    ``dtype`` applies to the transformer and encoders (the VAE stays float32, as diffusers recommends for Wan).
+    Use ``torch.bfloat16`` and ``device="cuda"`` for the 14B model.
+    """
+    name = str(name_or_path)
+    if name == "tiny-random":
+        bb = tiny_random_backbone()
+        return bb.to(device, dtype) if (device is not None or dtype != torch.float32) else bb
+    if name == "toy":
+        if not (TOY_DIR / "transformer").is_dir():
+            raise FileNotFoundError(
+                f"the toy backbone is missing from {TOY_DIR}. It ships with the repository; if you deleted it, "
+                "re-create it with `python -m loraedit_nb.toyworld.pretrain` (CPU hours) or restore data/ from git.")
+        return _load_folder(TOY_DIR, dtype, device)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _load_folder(path, dtype, device)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return _load_hub(name, dtype, device)
+    raise FileNotFoundError(f"no backbone {name!r}: use 'toy', 'tiny-random', a local folder or a Hub id like "
+                            f"{WAN_480P!r}")

@@ -1,0 +1,280 @@
+"""Pretrain the embedded toy I2V backbone from scratch on toy-world clips (CPU hours; resumable).
+
+    python -m loraedit_nb.toyworld.pretrain --run pretrain_runs/toy --steps 40000
+    python -m loraedit_nb.toyworld.pretrain --run pretrain_runs/toy --steps 40000   # again: resumes
+
+What is trained, and why this way:
+
+* **Architecture = Wan2.1-I2V's**: a ``WanTransformer3DModel`` (tiny width) reading Wan's 16+4+16-style input
+  ``[noisy latent | 4-channel packed mask | condition latent]``, a lossless :class:`PatchifyVAE` with Wan's latent
+  geometry (x4 time after frame 0, x2 space), a tiny UMT5 text encoder over a word-level vocabulary.
+* **Conditioning as Wan was trained**: frame-level masks only — first frame given (I2V) or first and last frame
+  given (Wan's first-last-frame mode). Never per-pixel holes: that the un-tuned model follows spatial masks only
+  weakly is the paper's Fig. 2 finding, which the notebooks show LoRA-Edit fixing.
+* **Rectified flow matching**: ``z_t = (1 - t) z0 + t eps``, velocity target ``eps - z0``, timestep ``1000 t``,
+  ``t ~ sigmoid(N(0.3, 1))``. The transformer predicts the clean sample internally
+  (:class:`~loraedit_nb.models.XPredWanTransformer3DModel`), which the probes found essential at this scale.
+  Generated (unknown) latent cells weigh 3x in the loss: the given ones are trivial to copy.
+* **Captions state the motion** (``"a red disc moves left and up, fast"``), so frame 0 + caption determine the
+  clip and the tiny model has one answer to learn. 10 % of captions are dropped (empty) so CFG works.
+* A curriculum: linear motion, one object first; then all motions and a distractor.
+
+Progress is logged every 50 steps; a checkpoint (model, EMA, optimiser, RNG states, step) is written atomically
+every few minutes, and the EMA weights are exported to ``data/toy_backbone`` in diffusers format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..conditioning import condition_from_tensors, encode, pack_mask
+from ..models import TOY_DIR, Backbone, XPredWanTransformer3DModel, _word_tokenizer
+from ..patchify_vae import PatchifyVAE
+from .scenes import VOCAB, sample_batch
+
+
+@dataclass
+class ToyModelConfig:
+    size: int = 32
+    frames: int = 9
+    spatial: int = 2
+    dim: int = 128
+    head_dim: int = 32
+    ffn: int = 256
+    layers: int = 4
+    text_dim: int = 64
+    text_layers: int = 2
+    max_sequence_length: int = 32  # target clause <= 12 tokens, two-object captions <= 21
+
+
+@dataclass
+class PretrainConfig:
+    run: str = "pretrain_runs/toy"
+    steps: int = 40000
+    batch: int = 16
+    lr: float = 1e-3
+    text_lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 200
+    decay_from: float = 0.7  # fraction of `steps` after which the LR decays linearly to 5 %
+    ema: float = 0.999
+    p_first_last: float = 0.25
+    p_drop_caption: float = 0.1
+    unknown_weight: float = 3.0
+    curriculum_until: float = 0.25  # fraction of steps with linear motion + one object only
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    export_minutes: float = 15.0
+    export_dir: str = str(TOY_DIR)
+    threads: int = 2
+    model: ToyModelConfig = field(default_factory=ToyModelConfig)
+
+
+TOY_DEFAULTS = dict(height=32, width=32, num_frames=9, steps=20, guidance=1.0, flow_shift=2.0, fps=6)
+
+
+def build_toy_backbone(mc: ToyModelConfig, seed: int = 0) -> Backbone:
+    """A freshly initialised toy backbone (the architecture :func:`pretrain` trains)."""
+    from diffusers import UniPCMultistepScheduler
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    vae = PatchifyVAE(scale_factor_spatial=mc.spatial)
+    z = vae.config.z_dim
+    transformer = XPredWanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=mc.dim // mc.head_dim, attention_head_dim=mc.head_dim,
+        in_channels=2 * z + vae.config.scale_factor_temporal, out_channels=z, text_dim=mc.text_dim, freq_dim=64,
+        ffn_dim=mc.ffn, num_layers=mc.layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        image_dim=None, rope_max_seq_len=64)
+    tokenizer = _word_tokenizer(list(VOCAB))
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=mc.text_dim, d_kv=mc.text_dim // 4, d_ff=2 * mc.text_dim,
+        num_layers=mc.text_layers, num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0))
+    d = TOY_DEFAULTS
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        flow_shift=d["flow_shift"])
+    return Backbone("toy", transformer, vae, scheduler, tokenizer, text_encoder,
+                    max_sequence_length=mc.max_sequence_length,
+                    defaults=dict(d, height=mc.size, width=mc.size, num_frames=mc.frames))
+
+
+def frame_level_keep(batch: int, frames: int, height: int, width: int, first_last: np.ndarray) -> torch.Tensor:
+    """Wan-sense keep masks ``(B, 1, T, H, W)``: frame 0 given; also the last frame where ``first_last``."""
+    keep = torch.zeros(batch, 1, frames, height, width)
+    keep[:, :, 0] = 1
+    keep[torch.from_numpy(first_last), :, -1] = 1
+    return keep
+
+
+def flow_matching_loss(transformer, z0: torch.Tensor, cond: torch.Tensor, text: torch.Tensor, t: torch.Tensor,
+                       noise: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Rectified-flow loss as Wan was trained: MSE between predicted and true velocity ``eps - z0``.
+
+    ``z0`` ``(B, z, L, h, w)``; ``cond`` ``(B, 4 + z, L, h, w)``; ``text`` ``(B, S, d)``; ``t`` ``(B,)`` in (0, 1);
+    ``weight`` broadcastable to z0 (None = plain mean).
+    """
+    tt = t.view(-1, 1, 1, 1, 1)
+    zt = (1 - tt) * z0 + tt * noise
+    v_hat = transformer(torch.cat([zt, cond], 1), timestep=t * 1000, encoder_hidden_states=text,
+                        return_dict=False)[0]
+    err = (v_hat.float() - (noise - z0)) ** 2
+    return (err * weight).mean() if weight is not None else err.mean()
+
+
+def _lr_factor(step: int, cfg: PretrainConfig) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup)
+    start = cfg.decay_from * cfg.steps
+    decay = 1.0 if step < start else max(0.05, 1 - (step - start) / max(1, cfg.steps - start))
+    return warm * decay
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export(bb: Backbone, ema_state: dict, out: Path, meta: dict) -> None:
+    """Write the EMA weights as a diffusers-format backbone folder, atomically (tmp folder + rename)."""
+    live = {k: v.detach().clone() for k, v in bb.transformer.state_dict().items()}
+    live_t = {k: v.detach().clone() for k, v in bb.text_encoder.state_dict().items()}
+    bb.transformer.load_state_dict(ema_state["transformer"])
+    bb.text_encoder.load_state_dict(ema_state["text_encoder"])
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    bb.save_pretrained(tmp)
+    (tmp / "pretrain.json").write_text(json.dumps(meta, indent=1))
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    bb.transformer.load_state_dict(live)
+    bb.text_encoder.load_state_dict(live_t)
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    torch.set_num_threads(cfg.threads)
+    run = Path(cfg.run)
+    run.mkdir(parents=True, exist_ok=True)
+    mc = cfg.model
+    bb = build_toy_backbone(mc, cfg.seed)
+    tr, te, vae = bb.transformer, bb.text_encoder, bb.vae
+    tr.train()
+    te.train()
+    opt = torch.optim.AdamW([
+        {"params": list(tr.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr},
+        # no weight decay on the text side: an unused word vector would otherwise be pushed to zero (probe v3)
+        {"params": list(te.parameters()), "lr": cfg.text_lr, "weight_decay": 0.0, "base_lr": cfg.text_lr},
+    ], betas=(0.9, 0.99))
+    ema = {"transformer": {k: v.detach().clone() for k, v in tr.state_dict().items()},
+           "text_encoder": {k: v.detach().clone() for k, v in te.state_dict().items()}}
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, wall, history = 0, 0.0, []
+    ckpt = run / "checkpoint.pt"
+    if ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        tr.load_state_dict(st["transformer"])
+        te.load_state_dict(st["text_encoder"])
+        opt.load_state_dict(st["optimizer"])
+        ema = st["ema"]
+        rng.bit_generator.state = st["np_rng"]
+        gen.set_state(st["torch_rng"])
+        step, wall, history = st["step"], st["wall"], st["history"]
+        print(f"resumed from {ckpt} at step {step} ({wall / 60:.1f} min trained so far)", flush=True)
+    pipe_enc = bb.pipeline()  # only its prompt encoder is used: training sees text exactly as inference does
+    n_params = sum(p.numel() for p in tr.parameters()) + sum(p.numel() for p in te.parameters())
+    print(f"toy backbone: {n_params / 1e6:.2f} M params; config {json.dumps(asdict(cfg))}", flush=True)
+    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    t_ckpt = t_export = time.time()
+    t_last = time.time()
+    ema_loss = history[-1][1] if history else None
+    log = open(run / "log.txt", "a")
+    T, S = mc.frames, mc.size
+    while step < cfg.steps:
+        t0 = time.time()
+        curriculum = step < cfg.curriculum_until * cfg.steps
+        kw = dict(motions=("linear",), n_objects=1) if curriculum else \
+            dict(motions=("static", "linear", "circle", "pulse", "spin"), n_objects=(1, 2))
+        videos, _, caps = sample_batch(cfg.batch, rng, size=S, frames=T, **kw)
+        caps = ["" if u < cfg.p_drop_caption else c for u, c in zip(rng.random(cfg.batch), caps, strict=True)]
+        x = torch.from_numpy(videos).permute(0, 4, 1, 2, 3) * 2 - 1
+        keep = frame_level_keep(cfg.batch, T, S, S, rng.random(cfg.batch) < cfg.p_first_last)
+        with torch.no_grad():
+            cond = condition_from_tensors(vae, x * keep, keep)  # grey (0) wherever not given
+            z0 = encode(vae, x)
+            unknown = 1 - pack_mask(keep, bb.geometry).mean(1, keepdim=True)
+        weight = 1 + (cfg.unknown_weight - 1) * unknown
+        text = pipe_enc._get_t5_prompt_embeds(caps, max_sequence_length=mc.max_sequence_length,
+                                              device=torch.device("cpu"), dtype=torch.float32)
+        t = torch.sigmoid(torch.randn(cfg.batch, generator=gen) + 0.3)
+        noise = torch.randn(z0.shape, generator=gen)
+        loss = flow_matching_loss(tr, z0, cond, text, t, noise, weight)
+        f = _lr_factor(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * f
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(tr.parameters()) + list(te.parameters()), 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema, (1 + step) / (10 + step))  # EMA warm-up: early weights are forgotten fast
+            for mod, key in ((tr, "transformer"), (te, "text_encoder")):
+                for k, v in mod.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[key][k].mul_(d).add_(v.detach(), alpha=1 - d)
+        step += 1
+        wall += time.time() - t0
+        ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+        if step % 50 == 0:
+            history.append((step, ema_loss, wall))
+            msg = (f"step {step}/{cfg.steps} loss_ema {ema_loss:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                   f"{(time.time() - t_last) / 50:.3f} s/step wall {wall / 60:.1f} min"
+                   f"{' [curriculum]' if curriculum else ''}")
+            t_last = time.time()
+            print(msg, flush=True)
+            log.write(msg + "\n")
+            log.flush()
+        now = time.time()
+        done = step >= cfg.steps
+        if done or now - t_ckpt > cfg.checkpoint_minutes * 60:
+            _save_atomic({"transformer": tr.state_dict(), "text_encoder": te.state_dict(),
+                          "optimizer": opt.state_dict(), "ema": ema, "np_rng": rng.bit_generator.state,
+                          "torch_rng": gen.get_state(), "step": step, "wall": wall, "history": history}, ckpt)
+            t_ckpt = now
+        if done or now - t_export > cfg.export_minutes * 60:
+            meta = {"step": step, "wall_minutes": round(wall / 60, 1), "loss_ema": ema_loss,
+                    "command": "python -m " + " ".join(["loraedit_nb.toyworld.pretrain"] + sys.argv[1:]),
+                    "config": asdict(cfg)}
+            export(bb, ema, Path(cfg.export_dir), meta)
+            print(f"exported EMA weights at step {step} to {cfg.export_dir}", flush=True)
+            t_export = now
+    log.close()
+    return Path(cfg.export_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    d = PretrainConfig()
+    for f in ("run", "steps", "batch", "lr", "text_lr", "seed", "checkpoint_minutes", "export_minutes",
+              "export_dir", "threads", "curriculum_until", "decay_from"):
+        p.add_argument("--" + f.replace("_", "-"), type=type(getattr(d, f)), default=getattr(d, f))
+    a = p.parse_args(argv)
+    cfg = PretrainConfig(**{k: v for k, v in vars(a).items()})
+    pretrain(cfg)
+
+
+if __name__ == "__main__":
+    main()
