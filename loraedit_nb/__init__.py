@@ -1,0 +1,9 @@
+"""loraedit_nb — LoRA-Edit (Gao et al., arXiv 2506.10082) as notebooks and a small library.
+
+Mask convention (everywhere in this package): a boolean ``(T, H, W)`` array, **True = region to edit**
+(generated), False = preserved. Videos are float32 ``(T, H, W, 3)`` in [0, 1]. See :mod:`loraedit_nb.masks`.
+"""
+
+__version__ = "0.1.0"
+
+from . import masks, video  # noqa: E402,F401  (light modules; the torch-heavy ones import on use)

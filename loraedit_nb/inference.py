@@ -51,3 +51,50 @@ class MaskedWanI2VPipeline(WanImageToVideoPipeline):
         if cond.shape[0] != batch_size:
             cond = cond.expand(batch_size, -1, -1, -1, -1)
         return latents, cond
+
+
+def with_flow_shift(scheduler, flow_shift: float | None):
+    """A copy of ``scheduler`` with another flow shift (UniPC: ``flow_shift``; FlowMatchEuler: ``shift``)."""
+    if flow_shift is None:
+        return scheduler
+    key = "flow_shift" if "flow_shift" in scheduler.config else "shift"
+    return type(scheduler).from_config(scheduler.config, **{key: flow_shift})
+
+
+def _pil(frame):
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray((np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+@torch.no_grad()
+def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negative_prompt: str | None = None,
+             keyframes=None, steps: int | None = None, guidance: float | None = None,
+             flow_shift: float | None = None, seed: int = 0, callback_on_step_end=None,
+             progress: bool = True):
+    """Run the (possibly LoRA-adapted) I2V model on LoRA-Edit's condition; returns float ``(T, H, W, 3)`` in [0, 1].
+
+    ``video``/``mask``/``first_frame``/``keyframes`` as in :func:`loraedit_nb.conditioning.build_condition`
+    (``first_frame`` = the edited first frame at inference). Sampler settings default to ``backbone.defaults``.
+    """
+    import numpy as np
+
+    from .conditioning import build_condition
+
+    d = backbone.defaults
+    steps = steps or d.get("steps", 30)
+    guidance = d.get("guidance", 5.0) if guidance is None else guidance
+    flow_shift = d.get("flow_shift") if flow_shift is None else flow_shift
+    first = video[0] if first_frame is None else first_frame
+    cond = build_condition(backbone.vae, video, mask, first, keyframes=keyframes)
+    pipe = backbone.pipeline(MaskedWanI2VPipeline)
+    pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
+    pipe.set_progress_bar_config(disable=not progress, leave=False)
+    T, H, W = video.shape[:3]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out = pipe(image=_pil(first), prompt=prompt, negative_prompt=negative_prompt, condition=cond, height=H,
+               width=W, num_frames=T, num_inference_steps=steps, guidance_scale=guidance,
+               max_sequence_length=backbone.max_sequence_length, output_type="np", generator=gen,
+               callback_on_step_end=callback_on_step_end).frames
+    return np.asarray(out[0], dtype=np.float32)

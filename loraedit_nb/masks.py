@@ -183,11 +183,12 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- propagation
-def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "dis") -> np.ndarray:
+def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "farneback") -> np.ndarray:
     """Carry a frame-0 mask ``(H, W)`` through ``video`` ``(T, H, W, 3)`` with dense optical flow (no weights).
 
-    For every frame the backward flow (frame t -> t-1) is computed with OpenCV's DIS (``method="dis"``) or
-    Farneback (``"farneback"``) and the previous mask is sampled along it. Returns bool ``(T, H, W)``.
+    For every frame the backward flow (frame t -> t-1) is computed with OpenCV's Farneback (default; it also
+    moves flat, untextured regions) or DIS (``method="dis"``, faster on large frames, but it under-estimates the
+    motion of flat regions) and the previous mask is sampled along it. Returns bool ``(T, H, W)``.
     Good for smooth motion; for fast or deforming objects paint or box the later frames too.
     """
     import cv2

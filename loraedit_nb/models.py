@@ -197,7 +197,7 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
+        CLIPVisionModel,
         UMT5Config,
         UMT5EncoderModel,
     )
@@ -224,8 +224,8 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
                                                num_layers=1, num_heads=4, relative_attention_num_buckets=8))
     enc = proc = None
     if image_encoder:
-        enc = CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=clip_dim, intermediate_size=64, projection_dim=clip_dim, num_hidden_layers=2,
+        enc = CLIPVisionModel(CLIPVisionConfig(
+            hidden_size=clip_dim, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, image_size=32, patch_size=8))
         proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)

@@ -128,13 +128,7 @@ def read_video(path: str | os.PathLike, *, max_frames: int | None = None) -> tup
             arr = arr[None]
         video = arr[..., :3].astype(np.float32) / 255.0
     elif ext in VIDEO_EXTS:
-        mp = _mediapy()
-        try:
-            arr = mp.read_video(str(path))
-        except Exception as e:  # ffmpeg's message is long and cryptic; say what failed first
-            raise ValueError(f"could not decode video {path}: {e}") from e
-        fps = float(getattr(arr, "metadata", None).fps) if getattr(arr, "metadata", None) else 24.0
-        video = np.asarray(arr)[..., :3].astype(np.float32) / 255.0
+        video, fps = _read_ffmpeg(path, max_frames)
     else:
         raise ValueError(f"unsupported video file {path}: use one of {VIDEO_EXTS} or a folder of frames")
     if max_frames:
@@ -142,6 +136,40 @@ def read_video(path: str | os.PathLike, *, max_frames: int | None = None) -> tup
     if len(video) == 0:
         raise ValueError(f"video {path} has no frames")
     return video, fps
+
+
+def _read_ffmpeg(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
+    """Decode with imageio-ffmpeg (its own ffmpeg binary; mediapy's reader passes options ffmpeg >= 8 rejects)."""
+    import imageio_ffmpeg
+
+    try:
+        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        meta = next(gen)
+        w, h = meta["size"]
+        frames = []
+        for buf in gen:
+            frames.append(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+            if max_frames and len(frames) >= max_frames:
+                break
+        gen.close()
+    except Exception as e:  # ffmpeg's own message is long; say what failed first
+        raise ValueError(f"could not decode video {path}: {str(e)[-500:]}") from e
+    if not frames:
+        raise ValueError(f"video {path} has no frames")
+    return np.stack(frames).astype(np.float32) / 255.0, float(meta.get("fps") or 24.0)
+
+
+def _write_ffmpeg(path: Path, u8: np.ndarray, fps: float) -> None:
+    import imageio_ffmpeg
+
+    T, H, W, _ = u8.shape
+    w = imageio_ffmpeg.write_frames(str(path), (W, H), fps=fps, codec="libx264", pix_fmt_in="rgb24",
+                                    pix_fmt_out="yuv420p", quality=None, bitrate=None, macro_block_size=1,
+                                    output_params=["-crf", "12", "-preset", "veryfast"], ffmpeg_log_level="error")
+    w.send(None)
+    for f in u8:
+        w.send(np.ascontiguousarray(f))
+    w.close()
 
 
 def write_video(path: str | os.PathLike, video: np.ndarray, fps: float = 8.0, *, upscale: int = 1) -> Path:
@@ -165,7 +193,7 @@ def write_video(path: str | os.PathLike, video: np.ndarray, fps: float = 8.0, *,
         ph, pw = u8.shape[1] % 2, u8.shape[2] % 2
         if ph or pw:
             u8 = np.pad(u8, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-        _mediapy().write_video(str(tmp), u8, fps=fps, qp=10)
+        _write_ffmpeg(tmp, u8, fps)
     os.replace(tmp, path)
     return path
 

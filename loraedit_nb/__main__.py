@@ -1,0 +1,25 @@
+"""Command line: ``python -m loraedit_nb demo`` (more subcommands arrive with training and inference)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loraedit_nb", description="LoRA-Edit, as notebooks and a CLI")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    demo = sub.add_parser("demo", help="run the main job on the embedded toy backbone; writes outputs/")
+    demo.add_argument("--out", default="outputs")
+    demo.add_argument("--backbone", default="toy")
+    demo.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.cmd == "demo":
+        from .demo import run_demo
+
+        run_demo(a.out, a.backbone, a.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
