@@ -92,7 +92,8 @@ def run_demo(out: str | Path = "outputs", backbone: str = "toy", seed: int = 0) 
     stats = {
         "caption": scene.caption, "edited_caption": edit.caption,
         "psnr_i2v_vs_gt": psnr(i2v, edit.video), "psnr_spatial_vs_gt": psnr(spatial, edit.video),
-        "psnr_keep_region_i2v": psnr(i2v, scene.video, keep), "psnr_keep_region_spatial": psnr(spatial, scene.video, keep),
+        "psnr_keep_region_i2v": psnr(i2v, scene.video, keep),
+        "psnr_keep_region_spatial": psnr(spatial, scene.video, keep),
         "psnr_edit_region_spatial_vs_gt": psnr(spatial, edit.video, region),
     }
     rep["stages"]["toyworld"] = stats

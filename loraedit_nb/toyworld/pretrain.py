@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..conditioning import condition_from_tensors, encode, pack_mask
+from ..loss import flow_matching_loss
 from ..models import TOY_DIR, Backbone, XPredWanTransformer3DModel, _word_tokenizer
 from ..patchify_vae import PatchifyVAE
 from .scenes import VOCAB, sample_batch
@@ -114,21 +115,6 @@ def frame_level_keep(batch: int, frames: int, height: int, width: int, first_las
     keep[:, :, 0] = 1
     keep[torch.from_numpy(first_last), :, -1] = 1
     return keep
-
-
-def flow_matching_loss(transformer, z0: torch.Tensor, cond: torch.Tensor, text: torch.Tensor, t: torch.Tensor,
-                       noise: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Rectified-flow loss as Wan was trained: MSE between predicted and true velocity ``eps - z0``.
-
-    ``z0`` ``(B, z, L, h, w)``; ``cond`` ``(B, 4 + z, L, h, w)``; ``text`` ``(B, S, d)``; ``t`` ``(B,)`` in (0, 1);
-    ``weight`` broadcastable to z0 (None = plain mean).
-    """
-    tt = t.view(-1, 1, 1, 1, 1)
-    zt = (1 - tt) * z0 + tt * noise
-    v_hat = transformer(torch.cat([zt, cond], 1), timestep=t * 1000, encoder_hidden_states=text,
-                        return_dict=False)[0]
-    err = (v_hat.float() - (noise - z0)) ** 2
-    return (err * weight).mean() if weight is not None else err.mean()
 
 
 def _lr_factor(step: int, cfg: PretrainConfig) -> float:

@@ -1,0 +1,130 @@
+"""LoRA adapters on the Wan transformer: which layers, how they are saved, how they load back.
+
+Targets follow the paper's official code: every Linear of every transformer block — self-attention, text
+cross-attention, FFN — except the image cross-attention's K/V (``attn2.add_k_proj`` / ``attn2.add_v_proj``, the
+official code's ``k_img``/``v_img``). Weights are saved in diffusers' format, so stock diffusers loads them:
+``WanImageToVideoPipeline.load_lora_weights(path)``. A small ``loraedit_nb_lora.json`` beside the weights records
+the backbone and rank so that loading onto another backbone fails with a clear message instead of a shape error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+META_NAME = "loraedit_nb_lora.json"
+DEFAULT_TARGETS = (
+    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
+    "ffn.net.0.proj", "ffn.net.2",
+)
+
+
+def backbone_signature(transformer) -> str:
+    """A short hash of the transformer's architecture config: LoRAs only fit the architecture they were made on."""
+    keys = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "ffn_dim",
+            "text_dim", "image_dim")
+    cfg = {k: transformer.config.get(k) for k in keys}
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def add_lora(transformer, *, rank: int = 16, alpha: float | None = None, targets=DEFAULT_TARGETS,
+             adapter_name: str = "default", dtype: torch.dtype = torch.float32) -> int:
+    """Freeze the transformer and attach a fresh LoRA (B initialised to zero: the model starts unchanged).
+    LoRA parameters are kept in ``dtype`` (fp32) even when the base is bf16/fp8. Returns the trainable count."""
+    from peft import LoraConfig
+
+    transformer.requires_grad_(False)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights=True,
+                     target_modules=list(targets), lora_dropout=0.0, bias="none")
+    transformer.add_adapter(cfg, adapter_name=adapter_name)
+    n = 0
+    for name, p in transformer.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.to(dtype)
+            p.requires_grad_(True)
+            n += p.numel()
+    if n == 0:
+        raise ValueError(f"no LoRA parameters were created: none of {targets} matched the transformer's layers")
+    return n
+
+
+def lora_state_dict(transformer, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """The adapter's weights with peft's key names (``blocks.0.attn1.to_q.lora_A.weight`` ...)."""
+    from peft.utils import get_peft_model_state_dict
+
+    unwrapped = getattr(transformer, "module", transformer)
+    return {k: v.detach().cpu().contiguous() for k, v in
+            get_peft_model_state_dict(unwrapped, adapter_name=adapter_name).items()}
+
+
+def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], *, transformer, rank: int,
+              alpha: float, targets=DEFAULT_TARGETS, extra: dict | None = None) -> Path:
+    """Write ``pytorch_lora_weights.safetensors`` (diffusers' Wan LoRA format) + our metadata, atomically."""
+    from diffusers import WanImageToVideoPipeline
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    meta = {"r": rank, "lora_alpha": alpha, "target_modules": list(targets)}
+    WanImageToVideoPipeline.save_lora_weights(tmp, transformer_lora_layers=state_dict, weight_name=WEIGHT_NAME,
+                                              transformer_lora_adapter_metadata=meta)
+    info = {"rank": rank, "alpha": alpha, "targets": list(targets), "backbone": backbone_signature(transformer),
+            "backbone_config": {k: transformer.config.get(k) for k in ("num_layers", "in_channels", "ffn_dim")},
+            **(extra or {})}
+    (tmp / META_NAME).write_text(json.dumps(info, indent=1))
+    if path.exists():
+        import shutil
+
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    return path
+
+
+def read_lora_meta(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        if not (path / WEIGHT_NAME).exists():
+            raise FileNotFoundError(f"no {WEIGHT_NAME} in {path}: train a LoRA first (train_lora) or give its folder")
+        meta = path / META_NAME
+        return json.loads(meta.read_text()) if meta.exists() else {}
+    if not path.exists():
+        raise FileNotFoundError(f"LoRA not found: {path}")
+    return {}
+
+
+def check_compatible(path: str | os.PathLike, transformer) -> dict:
+    """Raise a clear error when a LoRA folder was made for another backbone."""
+    meta = read_lora_meta(path)
+    sig = meta.get("backbone")
+    if sig and sig != backbone_signature(transformer):
+        raise ValueError(
+            f"the LoRA in {path} was trained for another backbone ({meta.get('backbone_config')}) than this one "
+            f"(num_layers={transformer.config.num_layers}, in_channels={transformer.config.in_channels}, "
+            f"ffn_dim={transformer.config.ffn_dim}). Load the backbone it was trained on, or retrain it.")
+    return meta
+
+
+def load_lora(pipe_or_backbone, path: str | os.PathLike, *, adapter_name: str = "edit", scale: float = 1.0):
+    """Load a saved LoRA into a diffusers Wan pipeline (or a Backbone's transformer) with diffusers' own loader."""
+    from diffusers import WanImageToVideoPipeline
+
+    pipe = pipe_or_backbone if isinstance(pipe_or_backbone, WanImageToVideoPipeline) else pipe_or_backbone.pipeline()
+    check_compatible(path, pipe.transformer)
+    path = Path(path)
+    if path.is_dir():
+        pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME, adapter_name=adapter_name)
+    else:
+        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+    pipe.set_adapters([adapter_name], [scale])
+    return pipe
