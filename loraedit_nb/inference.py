@@ -7,6 +7,11 @@ zeros". Scheduler, classifier-free guidance, prompt encoding, callbacks and offl
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
 import torch
 from diffusers import WanImageToVideoPipeline
 from diffusers.utils.torch_utils import randn_tensor
@@ -98,3 +103,162 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
                max_sequence_length=backbone.max_sequence_length, output_type="np", generator=gen,
                callback_on_step_end=callback_on_step_end).frames
     return np.asarray(out[0], dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- editing
+@dataclass
+class EditResult:
+    """An edited video ``(T, H, W, 3)`` in [0, 1] and everything needed to reproduce it."""
+
+    video: np.ndarray
+    seed: int
+    prompt: str
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
+    """Make ``backbone.transformer`` run with ``lora`` (a :class:`~loraedit_nb.training.LoraRun`, a saved LoRA
+    folder/file, or None for the un-tuned model). A saved LoRA goes through diffusers' ``load_lora_weights``."""
+    from peft.utils import set_peft_model_state_dict
+
+    from .lora import add_lora, check_compatible, load_lora
+
+    tr = backbone.transformer
+    if getattr(tr, "peft_config", None):
+        tr.delete_adapters(list(tr.peft_config))
+    if lora is None:
+        return
+    if isinstance(lora, (str, os.PathLike)):
+        check_compatible(lora, tr)
+        load_lora(backbone, lora, adapter_name="default", scale=scale)
+        return
+    cfg = lora.config
+    add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets)
+    res = set_peft_model_state_dict(tr, lora.state_dict)
+    if getattr(res, "unexpected_keys", None):
+        raise ValueError(f"LoRA does not fit this backbone (unexpected keys {res.unexpected_keys[:2]}): use the "
+                         "backbone and rank it was trained with")
+    if scale != 1.0:
+        tr.set_adapters(["default"], [scale])
+    tr.requires_grad_(False)
+    tr.eval()
+
+
+def feathered(mask: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Soft version of a bool ``(T, H, W)`` mask for compositing: dilated by ``radius`` and blurred, in [0, 1]."""
+    import cv2
+
+    from .masks import dilate
+
+    m = dilate(mask, radius).astype(np.float32)
+    k = 2 * radius + 1
+    return np.stack([cv2.GaussianBlur(f, (k, k), radius / 2 + 1e-6) if radius else f for f in m])
+
+
+def _fit_frame(frame: np.ndarray, H: int, W: int, name: str, resize: bool) -> np.ndarray:
+    from .video import check_video, resize_and_crop
+
+    frame = np.asarray(frame)
+    if frame.dtype == np.uint8:
+        frame = frame.astype(np.float32) / 255
+    if frame.shape[:2] != (H, W):
+        if not resize:
+            raise ValueError(f"{name} is {frame.shape[1]}x{frame.shape[0]} but the video is {W}x{H} (WxH). Pass "
+                             "resize_edits=True to resize/crop it with the video's transform, or use "
+                             f"resize_and_crop(frame, {H}, {W}).")
+        frame = resize_and_crop(frame, H, W)
+    return check_video(frame[None], name)[0]
+
+
+def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edited_first_frame: np.ndarray, *,
+               edited_frames: Mapping[int, np.ndarray] | None = None, place_edited_frames: bool = False,
+               prompt: str = "", negative_prompt: str | None = None, steps: int | None = None,
+               guidance: float | None = None, flow_shift: float | None = None, seed: int | None = None,
+               composite: bool = False, feather: int = 2, resize_edits: bool = False,
+               preview_every: int = 0, preview: Callable[[int, np.ndarray], None] | None = None,
+               vae_tiling: bool = False, vae_slicing: bool = False, progress: bool = True) -> EditResult:
+    """Edit ``source_video`` from an edited first frame (+ optional edited later frames) with a trained LoRA.
+
+    ``source_video`` float ``(T, H, W, 3)`` in [0, 1]; ``mask`` bool ``(T, H, W)``, True = edit;
+    ``edited_first_frame`` ``(H, W, 3)``. The condition is built exactly as in training with the *edited* first
+    frame in place of the original (and the CLIP embedding, where the backbone has one, of the edited frame).
+    ``edited_frames`` ``{i: (H, W, 3)}``: with ``place_edited_frames=True`` they are also put into the condition
+    at their indices with the mask set to keep there (like Wan's first-last-frame mode; beyond the official code).
+    ``composite``: paste the source back outside a ``feather``-px feathered mask after decoding (off by default).
+    ``lora``: a LoraRun, a saved LoRA folder, or None (un-tuned model). ``seed=None`` picks one and prints it.
+    ``preview(step, video)`` is called every ``preview_every`` denoising steps with the decoded current estimate.
+    """
+    import time
+
+    from .masks import check_mask, warn_if_degenerate
+    from .video import check_video
+
+    t0 = time.time()
+    source_video = check_video(source_video, "source_video")
+    mask = check_mask(mask, source_video)
+    warn_if_degenerate(mask, context="editing")
+    T, H, W = mask.shape
+    first = _fit_frame(edited_first_frame, H, W, "edited_first_frame", resize_edits)
+    keyframes = None
+    if edited_frames:
+        fixed = {}
+        for i, f in edited_frames.items():
+            if not -T <= i < T:
+                raise ValueError(f"edited frame index {i} is out of range for a {T}-frame video (0..{T - 1})")
+            fixed[i % T] = _fit_frame(f, H, W, f"edited frame {i}", resize_edits)
+        keyframes = {i: f for i, f in fixed.items() if i != 0} if place_edited_frames else None
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**31))
+        if progress:
+            print(f"seed: {seed}  (pass seed={seed} to reproduce)")
+    d = backbone.defaults
+    if negative_prompt is None:
+        from .models import WAN_NEGATIVE_PROMPT
+
+        negative_prompt = "" if backbone.name in ("toy", "tiny-random") else WAN_NEGATIVE_PROMPT
+    use_lora(backbone, lora)
+    if vae_tiling:
+        backbone.vae.enable_tiling()
+    if vae_slicing:
+        backbone.vae.enable_slicing()
+    callback = None
+    if preview is not None and preview_every:
+        from .conditioning import decode
+        from .video import from_model
+
+        def callback(pipe, i, t, kw):
+            if (i + 1) % preview_every == 0:
+                preview(i + 1, from_model(decode(backbone.vae, kw["latents"])[:1]))
+            return {}
+    out = generate(backbone, source_video, mask, first, prompt=prompt, negative_prompt=negative_prompt,
+                   keyframes=keyframes, steps=steps, guidance=guidance, flow_shift=flow_shift, seed=seed,
+                   callback_on_step_end=callback, progress=progress)
+    if composite:
+        a = feathered(mask, feather)[..., None]
+        out = (a * out + (1 - a) * source_video).astype(np.float32)
+    settings = dict(steps=steps or d.get("steps"), guidance=d.get("guidance") if guidance is None else guidance,
+                    flow_shift=d.get("flow_shift") if flow_shift is None else flow_shift, composite=composite,
+                    place_edited_frames=place_edited_frames, edited_frame_indices=sorted(edited_frames or {}),
+                    negative_prompt=negative_prompt, backbone=backbone.name)
+    return EditResult(out, seed, prompt, settings, time.time() - t0)
+
+
+def save_edit(result: EditResult, out: str | os.PathLike, source_video: np.ndarray, mask: np.ndarray, *,
+              fps: float = 8.0, upscale: int = 1) -> dict:
+    """Write ``edited.mp4``, ``comparison.mp4`` (source | mask overlay | edited) and ``edit.json`` into ``out``
+    (a folder; or an ``.mp4`` path whose folder receives the comparison)."""
+    import json
+    from pathlib import Path
+
+    from .masks import overlay
+    from .video import hstack, write_video
+
+    out = Path(out)
+    folder, name = (out.parent, out.name) if out.suffix == ".mp4" else (out, "edited.mp4")
+    edited = write_video(folder / name, result.video, fps, upscale=upscale)
+    comp = write_video(folder / (Path(name).stem + "_comparison.mp4"),
+                       hstack(source_video, overlay(source_video, mask), result.video), fps, upscale=upscale)
+    meta = {"seed": result.seed, "prompt": result.prompt, "seconds": round(result.seconds, 2), **result.settings}
+    (folder / (Path(name).stem + ".json")).write_text(json.dumps(meta, indent=1))
+    return {"edited": str(edited), "comparison": str(comp)}
