@@ -1,4 +1,4 @@
-"""Command line: ``python -m loraedit_nb demo`` (more subcommands arrive with training and inference)."""
+"""Command line: ``python -m loraedit_nb {demo,train,edit} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="outputs")
     demo.add_argument("--backbone", default="toy")
     demo.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    if a.cmd == "demo":
+
+    def run_demo(a):
         from .demo import run_demo
 
         run_demo(a.out, a.backbone, a.seed)
+
+    demo.set_defaults(func=run_demo)
+    from .cli import add_parsers
+
+    add_parsers(sub)
+    a = p.parse_args(argv)
+    a.func(a)
     return 0
 
 

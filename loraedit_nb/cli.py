@@ -1,0 +1,176 @@
+"""Shell workflow for rented-GPU users: the same functions the notebooks call.
+
+    python -m loraedit_nb train --video clip.mp4 --mask mask.npz --prompt "..." --out runs/NAME [--backbone ...]
+    python -m loraedit_nb edit --run runs/NAME --edited-frame first.png [--edited-frames DIR] --out edited.mp4
+
+A run folder holds the prepared clip (``source.mp4``), its mask (``mask.npz``), ``run.json`` (backbone, sizes,
+prompt), training checkpoints (re-running ``train`` resumes) and the final LoRA (``lora/``, diffusers format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import masks as M
+from .video import IMAGE_EXTS, check_frame_count, read_image, read_video, resize_and_crop, sample_indices
+
+
+def prepare_clip(video_path: str, mask_path: str, frames: int, height: int, width: int
+                 ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Read a video and its mask, sample ``frames`` (4k+1) uniformly and resize-to-cover + crop both the same way.
+    The mask may be at the video's full frame count or already at ``frames``. Returns (video, mask, fps, indices)."""
+    check_frame_count(frames)
+    video, fps = read_video(video_path)
+    mask = M.load(mask_path)
+    if mask.shape[1:] != video.shape[1:3] and mask.shape[0] not in (len(video), frames):
+        raise ValueError(f"mask {mask.shape} fits neither the video ({video.shape[:3]}) nor {frames} frames")
+    idx = sample_indices(len(video), frames)
+    clip = resize_and_crop(video[idx], height, width)
+    m = mask[idx] if len(mask) == len(video) and len(mask) != frames else mask
+    if len(m) != frames:
+        raise ValueError(f"mask has {len(mask)} frames; give one per video frame ({len(video)}) or per sampled "
+                         f"frame ({frames})")
+    m = resize_and_crop(m.astype(np.float32)[..., None], height, width)[..., 0] > 0.5
+    return clip, m, fps * frames / len(video), idx
+
+
+def read_edited_frames(folder: str | Path, frames: int) -> dict[int, np.ndarray]:
+    """Edited frames from a folder, each named by its index in the *prepared* clip (``16.png``, ``00016.png``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"edited-frames folder not found: {folder}")
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        m = re.search(r"(\d+)$", p.stem)
+        if not m:
+            raise ValueError(f"{p.name}: name edited frames by their frame index, e.g. 00016.png")
+        i = int(m.group(1))
+        if i >= frames:
+            raise ValueError(f"{p.name}: frame index {i} is out of range for the {frames}-frame clip (0..{frames - 1})")
+        out[i] = read_image(p)
+    if not out:
+        raise ValueError(f"no image files in {folder}")
+    return out
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    import torch
+
+    from .models import load_backbone
+    from .regimes import appearance_samples, motion_sample
+    from .training import default_config, summarize, train_lora
+    from .video import write_video
+
+    bb = load_backbone(a.backbone, dtype=getattr(torch, a.dtype), device=a.device)
+    d = bb.defaults
+    frames, height, width = a.frames or d["num_frames"], a.height or d["height"], a.width or d["width"]
+    run = Path(a.out)
+    run.mkdir(parents=True, exist_ok=True)
+    video, mask, fps, idx = prepare_clip(a.video, a.mask, frames, height, width)
+    write_video(run / "source.mp4", video, fps)
+    M.save_npz(run / "mask.npz", mask)
+    samples = [motion_sample(video, mask, a.prompt)]
+    if a.edited_frames:
+        edited = read_edited_frames(a.edited_frames, frames)
+        samples += appearance_samples(video, mask, edited, a.appearance_prompt or a.prompt)
+    over = {k: v for k, v in dict(steps=a.steps, rank=a.rank, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
+                                   w_generate=a.w_generate, w_keep=a.w_keep, checkpoint_every=a.checkpoint_every,
+                                   fp8_base=a.fp8 or None, block_offload=a.block_offload or None).items()
+            if v is not None}
+    if a.colour_aug is not None:
+        over["colour_aug"] = None if a.colour_aug == "none" else a.colour_aug
+    if a.adam8bit:
+        over["optimizer"] = "adamw8bit"
+    if a.no_grad_ckpt:
+        over["gradient_checkpointing"] = False
+    cfg = default_config(bb, **over)
+    (run / "run.json").write_text(json.dumps({
+        "backbone": a.backbone, "video": str(a.video), "mask": str(a.mask), "prompt": a.prompt, "frames": frames,
+        "height": height, "width": width, "fps": fps, "source_indices": idx.tolist(),
+        "edited_frames": sorted(read_edited_frames(a.edited_frames, frames)) if a.edited_frames else []}, indent=1))
+    result = train_lora(bb, samples, cfg, output_dir=run)
+    print(f"{summarize(result)}; LoRA saved to {run / 'lora'}")
+
+
+def cmd_edit(a: argparse.Namespace) -> None:
+    import torch
+
+    from .inference import edit_video, save_edit
+    from .models import load_backbone
+
+    run = Path(a.run)
+    if not (run / "run.json").exists():
+        raise FileNotFoundError(f"{run} is not a run folder (no run.json): train first with "
+                                "`python -m loraedit_nb train ... --out {run}`")
+    info = json.loads((run / "run.json").read_text())
+    bb = load_backbone(a.backbone or info["backbone"], dtype=getattr(torch, a.dtype), device=a.device)
+    video, fps = read_video(run / "source.mp4")
+    mask = M.load(run / "mask.npz")
+    first = read_image(a.edited_frame)
+    edited = read_edited_frames(a.edited_frames, len(video)) if a.edited_frames else None
+    lora = None if a.no_lora else run / "lora"
+    res = edit_video(bb, lora, video, mask, first, edited_frames=edited, place_edited_frames=a.place_edited_frames,
+                     prompt=a.prompt if a.prompt is not None else info.get("prompt", ""), steps=a.steps,
+                     guidance=a.guidance, flow_shift=a.flow_shift, seed=a.seed, composite=a.composite,
+                     resize_edits=a.resize_edits, vae_tiling=a.vae_tiling, vae_slicing=a.vae_tiling)
+    files = save_edit(res, a.out or run / "edited.mp4", video, mask, fps=fps)
+    print(f"edited video: {files['edited']}\ncomparison (source | mask | edited): {files['comparison']}\n"
+          f"seed {res.seed}, {res.seconds:.1f} s")
+
+
+def add_parsers(sub) -> None:
+    t = sub.add_parser("train", help="fine-tune a mask-aware LoRA on a source clip (resumable)")
+    t.add_argument("--video", required=True, help="source video file or folder of frames")
+    t.add_argument("--mask", required=True, help="mask: .npz/.npy (T,H,W) bool or a folder of PNGs; white/True = edit")
+    t.add_argument("--prompt", default="", help="caption of the source video")
+    t.add_argument("--out", required=True, help="run folder, e.g. runs/NAME (re-running resumes)")
+    t.add_argument("--backbone", default="toy",
+                   help="'toy', a local folder, or e.g. Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")
+    t.add_argument("--frames", type=int, help="4k+1 frames to sample (default: the backbone's)")
+    t.add_argument("--height", type=int)
+    t.add_argument("--width", type=int)
+    t.add_argument("--edited-frames", help="folder of edited frames named by index (appearance regime)")
+    t.add_argument("--appearance-prompt", help="caption of the edited video (default: --prompt)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--rank", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--w-generate", type=float, help="dual-role loss weight on the generated region (default 1)")
+    t.add_argument("--w-keep", type=float, help="dual-role loss weight on the kept region (default 1)")
+    t.add_argument("--colour-aug", choices=["none", "permute", "hue"])
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--fp8", action="store_true", help="fp8 storage of the frozen base (layerwise casting)")
+    t.add_argument("--adam8bit", action="store_true", help="8-bit AdamW (bitsandbytes, CUDA)")
+    t.add_argument("--block-offload", action="store_true", help="offload transformer blocks to CPU (CUDA)")
+    t.add_argument("--no-grad-ckpt", action="store_true", help="disable gradient checkpointing")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    t.add_argument("--device", default=None)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("edit", help="edit a trained run's video from an edited first frame")
+    e.add_argument("--run", required=True)
+    e.add_argument("--edited-frame", required=True, help="the edited first frame (PNG/JPG, the clip's size)")
+    e.add_argument("--edited-frames", help="folder of edited later frames named by index")
+    e.add_argument("--place-edited-frames", action="store_true", help="also put them into the condition")
+    e.add_argument("--prompt", help="caption of the edited video (default: the run's prompt)")
+    e.add_argument("--out", help="output .mp4 (default runs/NAME/edited.mp4)")
+    e.add_argument("--steps", type=int)
+    e.add_argument("--guidance", type=float)
+    e.add_argument("--flow-shift", type=float)
+    e.add_argument("--seed", type=int)
+    e.add_argument("--composite", action="store_true", help="paste the source back outside the feathered mask")
+    e.add_argument("--resize-edits", action="store_true", help="resize/crop edited frames to the clip's size")
+    e.add_argument("--no-lora", action="store_true", help="the un-tuned model (for comparison)")
+    e.add_argument("--vae-tiling", action="store_true", help="VAE tiling + slicing (large outputs, small GPUs)")
+    e.add_argument("--backbone", help="override the run's backbone")
+    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=cmd_edit)

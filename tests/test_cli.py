@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+import pytest
+
+from loraedit_nb import masks as M
+from loraedit_nb.__main__ import main
+from loraedit_nb.video import write_image, write_video
+from tests.conftest import moving_square
+
+
+@pytest.fixture
+def clip_files(tmp_path):
+    video, mask = moving_square(T=17, H=80, W=96, step=2)  # bigger than the run size: exercises sampling + crop
+    write_video(tmp_path / "clip.mp4", video, fps=8)
+    M.save_npz(tmp_path / "mask.npz", mask)
+    return tmp_path, video, mask
+
+
+def test_train_then_edit_from_the_shell(clip_files):
+    tmp, video, _ = clip_files
+    run = tmp / "runs" / "demo"
+    common = ["--backbone", "tiny-random", "--frames", "5", "--height", "64", "--width", "64"]
+    main(["train", "--video", str(tmp / "clip.mp4"), "--mask", str(tmp / "mask.npz"), "--prompt", "a red square",
+          "--out", str(run), "--steps", "3", "--rank", "4", "--colour-aug", "none", *common])
+    info = json.loads((run / "run.json").read_text())
+    assert info["frames"] == 5 and (run / "lora" / "pytorch_lora_weights.safetensors").exists()
+    mask = M.load(run / "mask.npz")
+    assert mask.shape == (5, 64, 64) and mask[1:].any()
+    write_image(tmp / "first.png", np.clip(video[0, :64, :64] + 0.2, 0, 1))
+    edited = tmp / "frames"
+    write_image(edited / "00004.png", video[0, :64, :64])
+    main(["edit", "--run", str(run), "--edited-frame", str(tmp / "first.png"), "--edited-frames", str(edited),
+          "--place-edited-frames", "--steps", "2", "--seed", "1", "--out", str(tmp / "edited.mp4")])
+    assert (tmp / "edited.mp4").exists() and (tmp / "edited_comparison.mp4").exists()
+    assert json.loads((tmp / "edited.json").read_text())["seed"] == 1
+
+
+def test_cli_errors_are_clear(clip_files, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        main(["edit", "--run", str(tmp_path / "nope"), "--edited-frame", "x.png"])
+    tmp, _, _ = clip_files
+    bad = tmp / "bad_frames"
+    write_image(bad / "00099.png", np.zeros((64, 64, 3)))
+    from loraedit_nb.cli import read_edited_frames
+
+    with pytest.raises(ValueError, match="out of range"):
+        read_edited_frames(bad, 5)
