@@ -1,0 +1,79 @@
+"""Metric unit tests with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from loraedit_nb import evaluation as E
+
+
+def _textured(T=6, H=48, W=64, shift=2, seed=0):
+    """A smooth random texture translating right by `shift` px per frame (wrap-around)."""
+    import cv2
+
+    r = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(r.random((H, W + T * shift, 3)).astype(np.float32), (0, 0), 2.0)
+    base = (base - base.min()) / (base.max() - base.min())
+    return np.stack([base[:, (T - t) * shift : (T - t) * shift + W] for t in range(T)]).astype(np.float32)
+
+
+def test_identical_videos():
+    v = _textured()
+    assert E.psnr(v, v) == math.inf
+    assert E.ssim(v, v) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_psnr_known_value_and_masking():
+    a = np.zeros((2, 16, 16, 3), np.float32)
+    b = a.copy()
+    b[:, :8] = 0.1  # MSE 0.01 on the top half -> 20 dB there
+    top = np.zeros((2, 16, 16), bool)
+    top[:, :8] = True
+    assert E.psnr(a, b, top) == pytest.approx(20.0)
+    assert E.psnr(a, b, ~top) == math.inf  # masked metrics ignore the masked-out region
+    assert E.psnr(a, b) == pytest.approx(10 * np.log10(1 / 0.005))
+    with pytest.raises(ValueError, match="empty"):
+        E.psnr(a, b, np.zeros_like(top))
+
+
+def test_masked_ssim_ignores_the_other_region():
+    v = _textured()
+    w = v.copy()
+    w[:, :, :20] = np.random.default_rng(1).random(w[:, :, :20].shape)  # destroy the left part
+    right = np.zeros(v.shape[:3], bool)
+    right[:, :, 32:] = True  # far from the damage (SSIM window 11)
+    assert E.ssim(v, w, right) > 0.99
+    assert E.ssim(v, w, ~right) < 0.7
+
+
+def test_warp_error_known_shift_and_reference():
+    v = _textured(shift=2)
+    still = np.repeat(v[:1], len(v), 0)
+    noise = np.random.default_rng(2).random(v.shape).astype(np.float32)
+    assert E.warp_error(still) < 1e-3  # nothing moves: perfect consistency
+    assert E.warp_error(v) < 0.02  # a known 2-px shift is recovered by the flow
+    assert E.warp_error(noise) > 5 * E.warp_error(v)
+    f = E.optical_flow(v[1], v[2])
+    assert np.median(f[..., 0][8:-8, 8:-8]) == pytest.approx(2.0, abs=0.3)  # content moves right: a[y,x] ~ b[y,x+2]
+
+
+def test_motion_fidelity_same_vs_opposite_motion():
+    v = _textured(shift=2)
+    region = np.ones(v.shape[:3], bool)
+    same = E.motion_fidelity(v, v, region)
+    assert same["cosine"] > 0.99 and same["epe_px"] < 1e-3
+    opposite = E.motion_fidelity(v, v[::-1].copy(), region)
+    assert opposite["cosine"] < -0.5 and opposite["epe_px"] > 2.0
+
+
+def test_evaluate_edit_fields_and_clip_skips_offline(monkeypatch):
+    v = _textured()
+    m = np.zeros(v.shape[:3], bool)
+    m[:, 10:30, 10:30] = True
+    out = E.evaluate_edit(v, v, m, ground_truth=v)
+    assert out["bg_psnr"] == math.inf and out["gt_psnr_region"] == math.inf
+    assert out["motion_cosine"] > 0.9
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="skipped"):
+        assert E.clip_scores(v, "a texture") is None
