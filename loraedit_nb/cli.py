@@ -125,7 +125,31 @@ def cmd_edit(a: argparse.Namespace) -> None:
           f"seed {res.seed}, {res.seconds:.1f} s")
 
 
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .comparisons import CORE, VARIANTS, run_comparison, toy_cases
+    from .models import load_backbone
+    from .training import toy_config
+
+    variants = {"core": CORE, "all": VARIANTS}.get(a.variants) or tuple(a.variants.split(","))
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ValueError(f"unknown variants {bad}; choose from {VARIANTS} (or 'core' / 'all')")
+    bb = load_backbone(a.backbone)
+    cfg = toy_config(**({"steps": a.steps} if a.steps else {}))
+    rows = run_comparison(bb, toy_cases(a.cases), variants, cfg, out=a.out, seed=a.seed)
+    print(f"{len(rows)} edits evaluated; results in {a.out}/results.json, table in {a.out}/results.md")
+
+
 def add_parsers(sub) -> None:
+    ev = sub.add_parser("evaluate", help="baselines and ablations on toy-world edits with exact ground truth")
+    ev.add_argument("--cases", type=int, default=8, help="number of seeded toy edits (recolour/shape/colour change)")
+    ev.add_argument("--variants", default="all", help="'core', 'all' or a comma list of variant names")
+    ev.add_argument("--backbone", default="toy")
+    ev.add_argument("--steps", type=int, help="LoRA steps per trained variant (default: toy_config's)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", default="outputs/eval")
+    ev.set_defaults(func=cmd_evaluate)
+
     t = sub.add_parser("train", help="fine-tune a mask-aware LoRA on a source clip (resumable)")
     t.add_argument("--video", required=True, help="source video file or folder of frames")
     t.add_argument("--mask", required=True, help="mask: .npz/.npy (T,H,W) bool or a folder of PNGs; white/True = edit")

@@ -46,3 +46,15 @@ def test_cli_errors_are_clear(clip_files, tmp_path):
 
     with pytest.raises(ValueError, match="out of range"):
         read_edited_frames(bad, 5)
+
+
+def test_evaluate_command_writes_table_and_json(tmp_path):
+    out = tmp_path / "eval"
+    main(["evaluate", "--backbone", "tiny-random", "--cases", "1", "--variants", "untuned,motion", "--steps", "2",
+          "--out", str(out)])
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["variant"] for r in rows} == {"untuned", "motion"}
+    assert all(np.isfinite(r["bg_psnr"]) for r in rows)
+    assert "| motion |" in (out / "results.md").read_text() and (out / "bars.png").exists()
+    with pytest.raises(ValueError, match="unknown variants"):
+        main(["evaluate", "--variants", "nope", "--out", str(out)])
