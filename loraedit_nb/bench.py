@@ -113,12 +113,121 @@ def _infer_rows(backbone: str, frames: int, size: int, steps: int, q) -> None:
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
+# ----------------------------------------------------------------------------------------------- full-size Wan
+WAN_14B_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36,
+                      out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
+                      qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280, added_kv_proj_dim=5120,
+                      rope_max_seq_len=1024)  # Wan2.1-I2V-14B-480P/720P transformer config (published)
+
+
+def transformer_flops(cfg: dict, frames: int, height: int, width: int, *, text_len: int = 512,
+                      image_tokens: int = 257) -> dict:
+    """Analytic FLOPs of one Wan transformer forward (2 FLOPs per multiply-add); a training step counts 3x.
+
+    Per block: self-attention projections (4 d^2 per token) and scores (2 N^2 d), text/image cross-attention
+    (q, o per video token; k, v per context token; 2 N C d scores), FFN (2 d f per token)."""
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    f, L = cfg["ffn_dim"], cfg["num_layers"]
+    pt, ph, pw = cfg["patch_size"]
+    n = ((frames - 1) // 4 + 1) // pt * (height // 8 // ph) * (width // 8 // pw)
+    ctx = text_len + (image_tokens if cfg.get("image_dim") else 0)
+    macs = L * (n * (6 * d * d + 2 * d * f) + ctx * 2 * d * d + 2 * n * n * d + 2 * n * ctx * d)
+    fwd = 2 * macs
+    return {"tokens": n, "forward_flops": fwd, "train_step_flops": 3 * fwd}
+
+
+from .training import MEMORY_PRESETS  # noqa: E402,F401  (documented beside the measurements)
+
+
+def _wan_full_rows(frames: int, height: int, width: int, option: str, steps: int, layers: int | None,
+                   peak_tflops: float, q) -> None:
+    """One training-step measurement of the full-size Wan transformer with random weights (no download)."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from .lora import add_lora
+    from .loss import flow_matching_loss
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16
+    cfg = dict(WAN_14B_CONFIG, **({"num_layers": layers} if layers else {}))
+    with torch.device("meta"):
+        tr = WanTransformer3DModel(**cfg)
+    tr = tr.to_empty(device="cpu" if option == "block_offload" else dev).to(dtype)
+    with torch.no_grad():
+        for p in tr.parameters():
+            p.normal_(0, 0.02)
+    tr.rope = type(tr.rope)(cfg["attention_head_dim"], cfg["patch_size"], cfg["rope_max_seq_len"]).to(tr.device)
+    if option == "fp8":
+        tr.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    add_lora(tr, rank=16)
+    if option != "no_ckpt":
+        tr.enable_gradient_checkpointing()
+    if option == "block_offload":
+        tr.enable_group_offload(onload_device=dev, offload_type="block_level", num_blocks_per_group=1,
+                                use_stream=dev.type == "cuda")
+    params = [p for p in tr.parameters() if p.requires_grad]
+    if option == "adam8bit":
+        import bitsandbytes as bnb
+
+        opt = bnb.optim.AdamW8bit(params, lr=1e-4)
+    else:
+        opt = torch.optim.AdamW(params, lr=1e-4)
+    L, h, w = (frames - 1) // 4 + 1, height // 8, width // 8
+    z0 = torch.randn(1, 16, L, h, w, device=dev)
+    cond = torch.randn(1, 20, L, h, w, device=dev)
+    text = torch.randn(1, 512, 4096, device=dev, dtype=dtype)
+    img = torch.randn(1, 257, 1280, device=dev, dtype=dtype)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(steps + 1):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=dtype):
+            loss = flow_matching_loss(tr, z0, cond, text, torch.rand(1, device=dev), torch.randn_like(z0), None, img)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    fl = transformer_flops(cfg, frames, height, width)
+    s = sum(times) / len(times)
+    q.put({"stage": "wan_full_train_step", "backbone": f"wan14b-random{'' if not layers else f'-{layers}L'}",
+           "frames": frames, "size": f"{height}x{width}", "option": option, "s_per_step": s,
+           "tflops_per_s": fl["train_step_flops"] / s / 1e12, "mfu": fl["train_step_flops"] / s / (peak_tflops * 1e12),
+           "peak_cuda_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tokens": fl["tokens"]})
+
+
+def run_wan_full(frames_list=(17, 33, 49, 81), options=("ckpt", "fp8", "block_offload", "adam8bit", "no_ckpt"),
+                 steps: int = 2, layers: int | None = None, height: int = 480, width: int = 832,
+                 peak_tflops: float = 989.0) -> list[dict]:
+    """Full-size Wan2.1-I2V-14B training-step benchmark with random weights, one process per row. GPU script;
+    ``layers=1`` and a small size make a CPU dry run. Failed rows (e.g. OOM) are recorded with their error."""
+    rows = []
+    for T in frames_list:
+        for opt in options:
+            try:
+                rows.append(_run(_wan_full_rows, T, height, width, opt, steps, layers, peak_tflops))
+            except Exception as e:  # an OOM in a child shows up as a dead queue
+                rows.append({"stage": "wan_full_train_step", "frames": T, "option": opt, "error": str(e)[:200]})
+    return rows
+
+
 def _run(target, *args) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
     p.start()
-    row = q.get(timeout=900)
+    try:
+        row = q.get(timeout=900)
+    except Exception as e:
+        p.join(5)
+        raise RuntimeError(f"benchmark process died (exit code {p.exitcode}): out of memory?") from e
     p.join()
     return row
 
@@ -138,6 +247,16 @@ def run(quick: bool = False) -> list[dict]:
 def table(rows: list[dict]) -> str:
     out = ["| backbone | clip | stage | caching | grad ckpt | s/step | peak RSS MB |", "|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r["stage"] == "wan_full_train_step":
+            if "error" in r:
+                out.append(f"| wan14b | {r['frames']}f | train step, {r['option']} | - | - | failed: {r['error']} "
+                           "| - |")
+            else:
+                mem = f"{r['peak_cuda_gb']:.1f} GB GPU" if r.get("peak_cuda_gb") else f"{r['peak_rss_mb']:.0f}"
+                out.append(f"| {r['backbone']} | {r['frames']}f {r['size']} | train step, {r['option']} "
+                           f"(MFU {100 * r['mfu']:.1f} %) | on | {r['option'] != 'no_ckpt'} | {r['s_per_step']:.3f} "
+                           f"| {mem} |")
+            continue
         clip = f"{r['frames']}x{r['size']}x{r['size']}"
         if r["stage"] == "train_step":
             out.append(f"| {r['backbone']} | {clip} | LoRA train step | {'on' if r['cached'] else 'off'} | "
@@ -159,8 +278,19 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer steps, toy backbone only (CI smoke)")
     p.add_argument("--json", default="outputs/bench/bench.json")
+    p.add_argument("--wan-full", action="store_true", help="full-size Wan2.1-I2V-14B, random weights (GPU)")
+    p.add_argument("--frames", type=int, nargs="+", default=[17, 33, 49, 81])
+    p.add_argument("--options", nargs="+", default=["ckpt", "fp8", "block_offload", "adam8bit", "no_ckpt"])
+    p.add_argument("--layers", type=int, help="override the layer count (CPU dry run: 1)")
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=832)
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200: 989)")
     a = p.parse_args(argv)
-    rows = run(a.quick)
+    if a.wan_full:
+        rows = run_wan_full(tuple(a.frames), tuple(a.options), layers=a.layers, height=a.height, width=a.width,
+                            peak_tflops=a.peak_tflops)
+    else:
+        rows = run(a.quick)
     print(table(rows))
     path = Path(a.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,9 +86,22 @@ def toy_config(**overrides) -> TrainConfig:
     return replace(base, **overrides)
 
 
-def wan_config(**overrides) -> TrainConfig:
+MEMORY_PRESETS = {
+    # memory options per GPU tier for Wan2.1-I2V-14B at 480p (not yet measured on a GPU: see the README)
+    "24GB": dict(fp8_base=True, block_offload=True, gradient_checkpointing=True, optimizer="adamw8bit"),
+    "48GB": dict(fp8_base=True, block_offload=False, gradient_checkpointing=True, optimizer="adamw"),
+    "80GB+": dict(fp8_base=False, block_offload=False, gradient_checkpointing=True, optimizer="adamw"),
+}
+
+
+def wan_config(memory_preset: str | None = None, **overrides) -> TrainConfig:
     """The paper's setting for Wan2.1-I2V-14B: rank 16, alpha 16, AdamW 1e-4, betas (0.9, 0.99), wd 0.01, clip 1,
-    batch 1, 100 steps, uniform t, plain MSE. Colour augmentation stays off until the evaluation measures it."""
+    batch 1, 100 steps, uniform t, plain MSE. Colour augmentation stays off until the evaluation measures it.
+    ``memory_preset``: ``"24GB" | "48GB" | "80GB+"`` picks the memory options for that GPU tier."""
+    if memory_preset is not None:
+        if memory_preset not in MEMORY_PRESETS:
+            raise ValueError(f"memory_preset must be one of {list(MEMORY_PRESETS)}, got {memory_preset!r}")
+        overrides = {**MEMORY_PRESETS[memory_preset], **overrides}
     return replace(TrainConfig(), **overrides)
 
 

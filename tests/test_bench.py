@@ -13,3 +13,22 @@ def test_bench_smoke_writes_the_fields(tmp_path, capsys):
     inf = [r for r in rows if r["stage"] == "inference"]
     assert inf and inf[0]["denoise_s_per_step"] > 0 and inf[0]["decode_s"] >= 0
     assert "caching speed-up" in capsys.readouterr().out
+
+
+def test_flop_count_matches_the_known_figure_for_wan_14b():
+    f = bench.transformer_flops(bench.WAN_14B_CONFIG, 49, 480, 832)
+    assert f["tokens"] == 13 * 30 * 52
+    assert 2.3e15 < f["train_step_flops"] < 2.9e15  # ~2.7 PFLOP per 49-frame 480p training step
+
+
+def test_memory_presets_are_training_configs():
+    import pytest
+
+    from loraedit_nb.training import MEMORY_PRESETS, wan_config
+
+    for name in MEMORY_PRESETS:
+        cfg = wan_config(memory_preset=name)
+        assert cfg.rank == 16 and cfg.gradient_checkpointing
+    assert wan_config(memory_preset="24GB").fp8_base and wan_config(memory_preset="24GB").block_offload
+    with pytest.raises(ValueError, match="memory_preset"):
+        wan_config(memory_preset="12GB")
