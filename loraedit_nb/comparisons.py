@@ -129,7 +129,8 @@ def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConf
 
 METRICS = (("bg_psnr", "background PSNR (dB) ↑"), ("gt_psnr_region", "edit-region PSNR vs GT (dB) ↑"),
            ("gt_psnr_region_late", "late-frame region PSNR vs GT (dB) ↑"), ("gt_psnr", "whole-frame PSNR vs GT ↑"),
-           ("warp_error", "warp error ↓"), ("motion_cosine", "motion cosine ↑"))
+           ("gt_colour_error", "region colour error vs GT ↓"), ("warp_error", "warp error ↓"),
+           ("motion_cosine", "motion cosine ↑"))
 
 
 def summary_table(rows: list[dict], variants) -> str:
@@ -141,7 +142,7 @@ def summary_table(rows: list[dict], variants) -> str:
         cells = []
         for k, _ in METRICS:
             vals = [r[k] for r in sel if r.get(k) is not None and np.isfinite(r[k])]
-            cells.append(f"{np.mean(vals):.3f}" if k in ("warp_error", "motion_cosine") and vals else
+            cells.append(f"{np.mean(vals):.3f}" if k in ("warp_error", "motion_cosine", "gt_colour_error") and vals else
                          f"{np.mean(vals):.2f}" if vals else "-")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

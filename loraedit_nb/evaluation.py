@@ -164,6 +164,15 @@ def clip_scores(video: np.ndarray, prompt: str, model: str = "openai/clip-vit-ba
     return {"clip_score": score, "clip_frame_consistency": consistency}
 
 
+def region_colour_error(ground_truth: np.ndarray, edited: np.ndarray, region: np.ndarray) -> float:
+    """Did the edit's *colour* arrive? Mean over frames >= 1 of the L1 distance (sum over RGB, [0, 3]) between the
+    mean colour inside ``region`` of the edited video and of the ground truth. Lower is better. PSNR alone can
+    prefer a sharp object of the wrong colour to a blurry one of the right colour; this cannot."""
+    errs = [np.abs(edited[t][region[t]].mean(0) - ground_truth[t][region[t]].mean(0)).sum()
+            for t in range(1, len(region)) if region[t].any()]
+    return float(np.mean(errs)) if errs else math.nan
+
+
 def evaluate_edit(source: np.ndarray, edited: np.ndarray, mask: np.ndarray, *, ground_truth: np.ndarray | None = None,
                   with_lpips: bool = False) -> dict:
     """All CPU metrics of one edit. ``mask`` True = edit region. Background = ``~mask``; frame 0 is included."""
@@ -176,6 +185,7 @@ def evaluate_edit(source: np.ndarray, edited: np.ndarray, mask: np.ndarray, *, g
         out["bg_lpips"] = lpips(source, edited, keep)
     if ground_truth is not None:
         out["gt_psnr"] = psnr(ground_truth, edited)
+        out["gt_colour_error"] = region_colour_error(ground_truth, edited, mask)
         out["gt_ssim"] = ssim(ground_truth, edited)
         if mask.any():
             out["gt_psnr_region"] = psnr(ground_truth, edited, mask)

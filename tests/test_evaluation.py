@@ -77,3 +77,16 @@ def test_evaluate_edit_fields_and_clip_skips_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.warns(UserWarning, match="skipped"):
         assert E.clip_scores(v, "a texture") is None
+
+
+def test_region_colour_error_prefers_the_right_colour():
+    gt = np.zeros((3, 8, 8, 3), np.float32)
+    gt[:, 2:6, 2:6] = [0, 1, 0]  # a green square
+    region = np.zeros((3, 8, 8), bool)
+    region[:, 2:6, 2:6] = True
+    wrong = gt.copy()
+    wrong[:, 2:6, 2:6] = [0, 0, 1]  # sharp, but blue
+    blurry = gt.copy()
+    blurry[:, 2:6, 2:6] = [0.1, 0.7, 0.1]  # dull, but green
+    assert E.region_colour_error(gt, gt, region) == 0
+    assert E.region_colour_error(gt, blurry, region) < E.region_colour_error(gt, wrong, region)
