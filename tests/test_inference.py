@@ -116,3 +116,11 @@ def test_mask_keeps_the_background_on_the_toy_backbone():
         with pytest.warns(UserWarning, match="plain image-to-video"):
             without = edit_video(bb, None, scene.video, i2v_edit_mask(*region.shape), edit.edited_frames[0], **kw).video
         assert psnr(with_mask, scene.video, keep) > psnr(without, scene.video, keep) + 3.0
+
+
+def test_preview_every_n_steps(tiny):
+    video, mask = moving_square(T=5)
+    seen = []
+    edit_video(tiny, None, video, mask, video[0], seed=1, preview_every=1,
+               preview=lambda step, v: seen.append((step, v.shape)), **KW)
+    assert [s for s, _ in seen] == [1, 2, 3] and all(shape == video.shape for _, shape in seen)
