@@ -152,6 +152,17 @@ def nearest_colour_word(rgb: np.ndarray) -> str:
     return names[int(np.argmin(d))]
 
 
+def object_colour(pixels: np.ndarray) -> np.ndarray:
+    """The object's colour among ``(N, 3)`` region pixels: the mean of the most saturated half. A dilated or box
+    mask also holds background, whose mean would name the wrong colour (a yellow disc read as orange)."""
+    chroma = pixels.max(-1) - pixels.min(-1)
+    if chroma.max() < 0.2:  # an unsaturated object (white/grey): take the brightest pixels instead
+        key = pixels.mean(-1)
+    else:
+        key = chroma
+    return pixels[key >= np.median(key)].mean(0)
+
+
 def recolour_prompt(prompt: str, before: np.ndarray, after: np.ndarray) -> str:
     """Swap the prompt's colour word for the object's colour after augmentation: the colour word of
     ``before`` (mean colour of the region) is replaced by the nearest named colour of ``after``."""
@@ -169,7 +180,7 @@ def augment_colour(sample: Sample, rng: np.random.Generator, mode: str = "permut
     if region is not None and region.any():
         # the object's colour is read where it is visible in the target; frame 0 of a motion sample is unmasked
         t = int(np.flatnonzero(region.reshape(len(region), -1).any(1))[-1])
-        before = sample.target[t][region[t]].mean(0)
+        before = object_colour(sample.target[t][region[t]])
         prompt = recolour_prompt(prompt, before, f(before[None])[0])
     # the grey fill must stay grey (it means "unknown"): transform only the known pixels
     known = sample.keep[..., None] > 0.5

@@ -168,3 +168,16 @@ def test_continue_from_an_earlier_lora(fast_bb):
                       init_lora=first, progress=False)
     for k, val in first.state_dict.items():  # a 1e-12 step keeps the weights where the first run left them
         torch.testing.assert_close(cont.state_dict[k], val, atol=1e-6, rtol=0)
+
+
+def test_colour_word_is_read_from_the_object_not_the_dilated_region():
+    """A 1-px dilated mask around a yellow disc also holds dark background; the caption must still say yellow."""
+    from loraedit_nb import masks as M
+    from loraedit_nb.toyworld import render_scene, sample_scene
+
+    for seed in range(6):
+        scene = render_scene(sample_scene(seed, motions=("linear",), allow_stripes=False))
+        word = scene.caption.split()[1]
+        s = R.motion_sample(scene.video, M.dilate(scene.mask, 1), scene.caption)
+        t = 4
+        assert R.nearest_colour_word(R.object_colour(s.target[t][s.mask_region[t]])) == word, scene.caption
