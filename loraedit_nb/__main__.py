@@ -13,11 +13,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="outputs")
     demo.add_argument("--backbone", default="toy")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-notebooks", action="store_true", help="skip executing the five notebooks")
 
     def run_demo(a):
         from .demo import run_demo
 
-        run_demo(a.out, a.backbone, a.seed)
+        run_demo(a.out, a.backbone, a.seed, notebooks=not a.no_notebooks)
 
     demo.set_defaults(func=run_demo)
     from .cli import add_parsers

@@ -32,7 +32,7 @@ def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def run_demo(out: str | Path = "outputs", backbone: str = "toy", seed: int = 0) -> Path:
+def run_demo(out: str | Path = "outputs", backbone: str = "toy", seed: int = 0, notebooks: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -130,6 +130,15 @@ def run_demo(out: str | Path = "outputs", backbone: str = "toy", seed: int = 0) 
               f"| seconds (incl. LoRA training) | {b['seconds']:.1f} | {m['seconds']:.1f} |", "",
               "Files: `lora_edit/edited.mp4`, `lora_edit/edited_comparison.mp4` (source | mask | edited), "
               "`lora_edit/vs_ground_truth.mp4` (source | ground truth | un-tuned | LoRA-Edit).", ""]
+
+    # 4. the five notebooks, executed headless -----------------------------------------------------------------
+    if notebooks:
+        from .notebook_runner import run_all
+
+        nb_times = run_all(out / "notebooks")
+        rep["stages"]["notebooks"] = nb_times
+        lines += ["## 4. Notebooks (executed headless; HTML copies in `notebooks/`)", "",
+                  "| notebook | wall time (s) |", "|---|---|"] + [f"| {k} | {v} |" for k, v in nb_times.items()] + [""]
 
     rep["wall_seconds"] = round(time.time() - t0, 1)
     lines.append(f"Wall time: {rep['wall_seconds']} s.")

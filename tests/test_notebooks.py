@@ -9,9 +9,6 @@ made training ~10x slower).
 """
 
 import json
-import os
-import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -24,25 +21,6 @@ CELL_TIMEOUT = 900  # seconds per cell: generous, a shared 2-core machine is slo
 BUDGET = 7 * 60  # seconds for notebooks 01-04 together on 2 CPU cores (the fifth gets the rest of 10 minutes)
 
 pytestmark = pytest.mark.notebooks
-
-
-@pytest.fixture(scope="module")
-def this_interpreter_kernel(tmp_path_factory, monkeypatch_module):
-    kernels = tmp_path_factory.mktemp("jupyter") / "kernels" / "python3"
-    kernels.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (loraedit_nb tests)", "language": "python"}
-    (kernels / "kernel.json").write_text(json.dumps(spec))
-    path = str(kernels.parent.parent)
-    monkeypatch_module.setenv("JUPYTER_PATH", os.pathsep.join([path, os.environ.get("JUPYTER_PATH", "")]))
-    return "python3"
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -77,35 +55,10 @@ def test_notebooks_exist_and_are_paired():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(path, this_interpreter_kernel, timings):
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+def test_notebook_runs_top_to_bottom(path, timings):
+    from loraedit_nb.notebook_runner import run_notebook
 
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=this_interpreter_kernel,
-                            resources={"metadata": {"path": str(ROOT)}})
-    OUT.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    error = None
-    try:
-        client.execute()
-    except CellExecutionError as e:
-        error = e
-    finally:
-        timings[path.stem] = round(time.time() - t0, 1)
-        nbformat.write(nb, OUT / path.name)
-        _export_html(nb, OUT / path.with_suffix(".html").name)
+    seconds, error = run_notebook(path, OUT, timeout=CELL_TIMEOUT)
+    timings[path.stem] = seconds
     if error is not None:
-        pytest.fail(f"{path.name} failed after {timings[path.stem]} s (executed copy: {OUT / path.name}):\n{error}",
-                    pytrace=False)
-
-
-def _export_html(nb, target: Path) -> None:
-    try:
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_notebook_node(nb)
-        target.write_text(body)
-    except Exception as e:  # an export problem must not hide the notebook's own result
-        warnings.warn(f"HTML export of {target.name} failed: {e}", stacklevel=1)
+        pytest.fail(f"{path.name} failed after {seconds} s (executed copy: {OUT / path.name}):\n{error}", pytrace=False)
