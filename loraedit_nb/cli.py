@@ -31,11 +31,10 @@ def prepare_clip(video_path: str, mask_path: str, frames: int, height: int, widt
         raise ValueError(f"mask {mask.shape} fits neither the video ({video.shape[:3]}) nor {frames} frames")
     idx = sample_indices(len(video), frames)
     clip = resize_and_crop(video[idx], height, width)
-    m = mask[idx] if len(mask) == len(video) and len(mask) != frames else mask
-    if len(m) != frames:
+    if len(mask) not in (len(video), frames):
         raise ValueError(f"mask has {len(mask)} frames; give one per video frame ({len(video)}) or per sampled "
                          f"frame ({frames})")
-    m = resize_and_crop(m.astype(np.float32)[..., None], height, width)[..., 0] > 0.5
+    m = M.prepare_mask(mask[idx] if len(mask) == len(video) and len(mask) != frames else mask, frames, height, width)
     return clip, m, fps * frames / len(video), idx
 
 

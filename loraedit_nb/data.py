@@ -44,5 +44,39 @@ def load_sample(name: str = "bunny") -> Sample:
     return Sample(name, video, mask, edited, meta["prompt"], meta["source_prompt"], meta.get("fps", fps))
 
 
+@dataclass
+class Clip:
+    """A clip ready for the notebooks at a chosen size: source, mask (True = edit), the user's edited frames and,
+    for the toy world, the exact ground-truth edit (``edit``: the :class:`~loraedit_nb.toyworld.Edit`)."""
+
+    video: np.ndarray
+    mask: np.ndarray
+    ground_truth: np.ndarray | None
+    prompt: str
+    edited_prompt: str
+    edited_frames: dict[int, np.ndarray]
+    edit: object | None = None
+
+
+def load_clip(clip: str = "toy", *, frames: int, height: int, width: int, scene_seed: int = 11,
+              mask_dilate: int = 1, kind: str = "colour_shift") -> Clip:
+    """``"toy"``: toy-world scene ``scene_seed`` (linear motion) with a ``kind`` edit, mask = the edit region grown
+    by ``mask_dilate`` px. ``"bunny"``: the shipped real clip and its edited first frame, sampled and cropped to
+    ``frames x height x width``."""
+    from .video import prepare_video, resize_and_crop
+
+    if clip == "toy":
+        from .toyworld import make_edit, sample_scene
+
+        e = make_edit(sample_scene(scene_seed, motions=("linear",)), kind, size=height, frames=frames)
+        return Clip(e.source.video, masks.dilate(e.mask, mask_dilate), e.video, e.source.caption, e.caption,
+                    dict(e.edited_frames), e)
+    if clip == "bunny":
+        s = load_sample()
+        return Clip(prepare_video(s.video, frames, height, width), masks.prepare_mask(s.mask, frames, height, width),
+                    None, s.source_prompt, s.prompt, {0: resize_and_crop(s.edited_first_frame, height, width)})
+    raise ValueError(f"clip must be 'toy' or 'bunny', got {clip!r}")
+
+
 def data_path(*parts: str) -> Path:
     return DATA_DIR.joinpath(*parts)

@@ -174,6 +174,15 @@ def to_boxes(mask: np.ndarray, *, expand_ratio: float = 0.1, min_area: int = 50)
     return out
 
 
+def prepare_mask(mask: np.ndarray, num_frames: int, height: int, width: int) -> np.ndarray:
+    """The mask twin of :func:`loraedit_nb.video.prepare_video`: sample the same ``num_frames`` frames and apply
+    the same resize-to-cover + centre crop, then re-binarise (> 0.5) -> bool ``(num_frames, height, width)``."""
+    from .video import resize_and_crop, sample_frames
+
+    m = sample_frames(check_mask(mask).astype(np.float32)[..., None], num_frames)
+    return resize_and_crop(m, height, width)[..., 0] > 0.5
+
+
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of every frame (keeps the mask binary)."""
     import cv2

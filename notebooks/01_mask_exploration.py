@@ -84,10 +84,10 @@ from IPython.display import Markdown, display
 
 from loraedit_nb import exploration, masks, viz, widgets
 from loraedit_nb.conditioning import build_condition, condition_video, keep_mask
-from loraedit_nb.data import load_sample
+from loraedit_nb.data import load_clip, load_sample
 from loraedit_nb.models import load_backbone
 from loraedit_nb.toyworld import make_edit, sample_scene
-from loraedit_nb.video import prepare_video, resize_and_crop, show_images, show_videos
+from loraedit_nb.video import show_images, show_videos
 
 bb = load_backbone(BACKBONE, dtype=torch.bfloat16 if DEVICE == "cuda" else torch.float32, device=DEVICE)
 UP = max(1, 192 // HEIGHT)  # toy clips are 32x32: show them 6x larger, pixels kept crisp
@@ -188,14 +188,8 @@ show_videos({"brush + propagate + dilate": up(masks.overlay(toy, m)), "painter.m
 # `CLIP = "bunny"`.
 
 # %%
-if CLIP == "toy":
-    video, prompt = scene.video, scene.caption
-    mask = masks.dilate(edit.mask, MASK_DILATE)  # union of the old and new object, grown a little
-    edited_first = edit.edited_frames[0]
-else:
-    video, prompt = prepare_video(sample.video, FRAMES, HEIGHT, WIDTH), sample.source_prompt
-    mask = prepare_video(masks.mask_video(sample.mask), FRAMES, HEIGHT, WIDTH)[..., 0] > 0.5
-    edited_first = resize_and_crop(sample.edited_first_frame, HEIGHT, WIDTH)
+clip = load_clip(CLIP, frames=FRAMES, height=HEIGHT, width=WIDTH, scene_seed=SCENE_SEED, mask_dilate=MASK_DILATE)
+video, prompt, mask, edited_first = clip.video, clip.prompt, clip.mask, clip.edited_frames[0]
 T, H, W = mask.shape
 print(f"video {video.shape}, mask {mask.shape} {mask.dtype}, {100 * mask.mean():.1f} % of pixels to edit")
 

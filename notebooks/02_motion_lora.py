@@ -84,13 +84,12 @@ from IPython.display import HTML, display
 
 from loraedit_nb import masks, viz
 from loraedit_nb import regimes as R
-from loraedit_nb.data import load_sample
+from loraedit_nb.data import load_clip
 from loraedit_nb.exploration import psnr
 from loraedit_nb.inference import edit_video, generate
 from loraedit_nb.models import DATA_DIR, load_backbone
-from loraedit_nb.toyworld import make_edit, sample_scene
 from loraedit_nb.training import default_config, loss_curve, summarize, train_lora
-from loraedit_nb.video import prepare_video, resize_and_crop, show_videos
+from loraedit_nb.video import show_videos
 
 OUT = DATA_DIR.parent / "outputs" / "notebooks" / "02"  # outputs/ of the repository
 UP = max(1, 192 // HEIGHT)  # toy clips are 32x32: show them 6x larger, pixels kept crisp
@@ -109,16 +108,9 @@ bb = load_backbone(BACKBONE, dtype=torch.bfloat16 if DEVICE == "cuda" else torch
 print(bb.name, bb.defaults)
 
 # %%
-if CLIP == "toy":
-    edit = make_edit(sample_scene(SCENE_SEED, motions=("linear",)), "colour_shift", size=HEIGHT, frames=FRAMES)
-    video, mask = edit.source.video, masks.dilate(edit.mask, MASK_DILATE)
-    prompt, edited_prompt, edited_first = edit.source.caption, edit.caption, edit.edited_frames[0]
-else:
-    s = load_sample()
-    video = prepare_video(s.video, FRAMES, HEIGHT, WIDTH)
-    mask = prepare_video(masks.mask_video(s.mask), FRAMES, HEIGHT, WIDTH)[..., 0] > 0.5
-    prompt, edited_prompt = s.source_prompt, s.prompt
-    edited_first = resize_and_crop(s.edited_first_frame, HEIGHT, WIDTH)
+clip = load_clip(CLIP, frames=FRAMES, height=HEIGHT, width=WIDTH, scene_seed=SCENE_SEED, mask_dilate=MASK_DILATE)
+video, mask, prompt, edited_prompt = clip.video, clip.mask, clip.prompt, clip.edited_prompt
+edited_first = clip.edited_frames[0]
 print(f"source: {prompt!r}\nedit:   {edited_prompt!r}")
 show_videos({"source": up(video), "mask (red = edit)": up(masks.overlay(video, mask))})
 

@@ -82,15 +82,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from loraedit_nb import masks, viz
+from loraedit_nb import viz
 from loraedit_nb import regimes as R
-from loraedit_nb.data import load_sample
+from loraedit_nb.data import load_clip
 from loraedit_nb.exploration import per_frame_psnr, psnr
 from loraedit_nb.inference import edit_video
 from loraedit_nb.models import DATA_DIR, load_backbone
-from loraedit_nb.toyworld import COLOURS, make_edit, sample_scene
+from loraedit_nb.toyworld import COLOURS
 from loraedit_nb.training import default_config, loss_curve, summarize, train_lora
-from loraedit_nb.video import prepare_video, resize_and_crop, show_images, show_videos
+from loraedit_nb.video import show_images, show_videos
 
 OUTPUTS = DATA_DIR.parent / "outputs" / "notebooks"  # outputs/ of the repository
 UP = max(1, 192 // HEIGHT)  # toy clips are 32x32: show them 6x larger, pixels kept crisp
@@ -109,16 +109,9 @@ bb = load_backbone(BACKBONE, dtype=torch.bfloat16 if DEVICE == "cuda" else torch
 print(bb.name, bb.defaults)
 
 # %%
-if CLIP == "toy":
-    edit = make_edit(sample_scene(SCENE_SEED, motions=("linear",)), "colour_shift", size=HEIGHT, frames=FRAMES)
-    video, mask, gt = edit.source.video, masks.dilate(edit.mask, MASK_DILATE), edit.video
-    prompt, edited_prompt, edited_frames = edit.source.caption, edit.caption, dict(edit.edited_frames)
-else:
-    s = load_sample()
-    video, gt = prepare_video(s.video, FRAMES, HEIGHT, WIDTH), None
-    mask = prepare_video(masks.mask_video(s.mask), FRAMES, HEIGHT, WIDTH)[..., 0] > 0.5
-    prompt, edited_prompt = s.source_prompt, s.prompt
-    edited_frames = {0: resize_and_crop(s.edited_first_frame, HEIGHT, WIDTH)}
+clip = load_clip(CLIP, frames=FRAMES, height=HEIGHT, width=WIDTH, scene_seed=SCENE_SEED, mask_dilate=MASK_DILATE)
+video, mask, gt, edit = clip.video, clip.mask, clip.ground_truth, clip.edit
+prompt, edited_prompt, edited_frames = clip.prompt, clip.edited_prompt, clip.edited_frames
 T = len(video)
 print(f"source: {prompt!r}\nedit:   {edited_prompt!r}\nedited frames: {sorted(edited_frames)}")
 show_images({f"source {t}": video[t] for t in (0, T - 1)} | {f"edited {t}": f for t, f in edited_frames.items()},

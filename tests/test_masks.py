@@ -95,3 +95,12 @@ def test_overlay_only_tints_the_region():
     ov = M.overlay(video, mask, outline=False)
     assert np.array_equal(ov[~mask], video[~mask])
     assert not np.allclose(ov[mask], video[mask])
+
+
+def test_prepare_mask_follows_prepare_video():
+    from loraedit_nb.video import prepare_video
+
+    video, mask = moving_square(T=17, H=80, W=96)
+    got = M.prepare_mask(mask, 9, 64, 64)
+    want = prepare_video(M.mask_video(mask), 9, 64, 64)[..., 0] > 0.5  # the same frames, the same crop
+    assert got.shape == (9, 64, 64) and got.dtype == bool and np.array_equal(got, want)

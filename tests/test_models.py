@@ -63,3 +63,16 @@ def test_shipped_toy_backbone_loads_and_generates():
                output_type="np", generator=torch.Generator().manual_seed(0)).frames
     assert out.shape == (1, d["num_frames"], d["height"], d["width"], 3)
     assert np.isfinite(out).all()
+
+
+def test_load_clip_for_the_notebooks():
+    from loraedit_nb.data import load_clip
+
+    toy = load_clip("toy", frames=9, height=32, width=32)
+    assert toy.video.shape == (9, 32, 32, 3) and toy.mask.shape == (9, 32, 32) and toy.ground_truth is not None
+    assert sorted(toy.edited_frames) == [0, 8] and toy.edit is not None
+    bunny = load_clip("bunny", frames=9, height=32, width=64)
+    assert bunny.video.shape == (9, 32, 64, 3) and bunny.mask.shape == (9, 32, 64) and bunny.ground_truth is None
+    assert bunny.mask[1:].any() and bunny.edited_frames[0].shape == (32, 64, 3)
+    with pytest.raises(ValueError, match="toy' or 'bunny"):
+        load_clip("other", frames=9, height=32, width=32)
