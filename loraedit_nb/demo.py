@@ -19,17 +19,11 @@ import numpy as np
 from . import masks
 from .conditioning import build_condition, condition_video, i2v_edit_mask
 from .data import load_sample
+from .evaluation import psnr
 from .inference import generate
 from .models import load_backbone
 from .video import hstack, write_image, write_video
 from .viz import frames_strip, packed_mask_image, upscale
-
-
-def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-    """PSNR in dB between videos in [0, 1], optionally only over pixels where ``where`` (T, H, W) is True."""
-    d = (a - b) ** 2
-    mse = float(d[where].mean()) if where is not None else float(d.mean())
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def run_demo(out: str | Path = "outputs", backbone: str = "toy", seed: int = 0, notebooks: bool = True) -> Path:

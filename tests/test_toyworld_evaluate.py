@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from loraedit_nb.conditioning import i2v_edit_mask
-from loraedit_nb.demo import psnr
+from loraedit_nb.exploration import psnr
 from loraedit_nb.inference import generate
 from loraedit_nb.models import tiny_random_backbone
 from loraedit_nb.toyworld import COLOURS, caption, make_edit, render_scene, sample_scene

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from ..conditioning import condition_from_tensors, condition_video, decode, encode, i2v_edit_mask, keep_mask
-from ..demo import psnr
+from ..exploration import psnr
 from ..inference import MaskedWanI2VPipeline, _pil, with_flow_shift
 from ..masks import dilate
 from ..models import TOY_DIR, Backbone, load_backbone
