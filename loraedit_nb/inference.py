@@ -120,9 +120,7 @@ class EditResult:
 def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
     """Make ``backbone.transformer`` run with ``lora`` (a :class:`~loraedit_nb.training.LoraRun`, a saved LoRA
     folder/file, or None for the un-tuned model). A saved LoRA goes through diffusers' ``load_lora_weights``."""
-    from peft.utils import set_peft_model_state_dict
-
-    from .lora import add_lora, check_compatible, load_lora
+    from .lora import add_lora, check_compatible, load_lora, set_lora_state
 
     tr = backbone.transformer
     if getattr(tr, "peft_config", None):
@@ -135,10 +133,7 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
         return
     cfg = lora.config
     add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets)
-    res = set_peft_model_state_dict(tr, lora.state_dict)
-    if getattr(res, "unexpected_keys", None):
-        raise ValueError(f"LoRA does not fit this backbone (unexpected keys {res.unexpected_keys[:2]}): use the "
-                         "backbone and rank it was trained with")
+    set_lora_state(tr, lora.state_dict)
     if scale != 1.0:
         tr.set_adapters(["default"], [scale])
     tr.requires_grad_(False)

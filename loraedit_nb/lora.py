@@ -54,6 +54,18 @@ def add_lora(transformer, *, rank: int = 16, alpha: float | None = None, targets
     return n
 
 
+def set_lora_state(transformer, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load LoRA weights (peft key names) into the transformer's active adapter; a LoRA of another rank or
+    architecture fails with a message instead of loading partially."""
+    from peft.utils import set_peft_model_state_dict
+
+    res = set_peft_model_state_dict(transformer, state_dict)
+    bad = [k for k in getattr(res, "unexpected_keys", None) or [] if "lora_" in k]
+    if bad:
+        raise ValueError(f"the LoRA does not fit this transformer/rank (unexpected keys, e.g. {bad[:2]}): use the "
+                         "backbone and rank it was trained with")
+
+
 def lora_state_dict(transformer, adapter_name: str = "default") -> dict[str, torch.Tensor]:
     """The adapter's weights with peft's key names (``blocks.0.attn1.to_q.lora_A.weight`` ...)."""
     from peft.utils import get_peft_model_state_dict

@@ -121,9 +121,7 @@ class Backbone:
     @torch.no_grad()
     def encode_prompt(self, prompts: str | list[str]) -> torch.Tensor:
         """Text embeddings ``(B, max_sequence_length, text_dim)`` exactly as the pipeline computes them."""
-        pipe = WanImageToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
-                                       scheduler=self.scheduler, transformer=self.transformer)
-        return pipe._get_t5_prompt_embeds(prompts, max_sequence_length=self.max_sequence_length,
+        return self.pipeline()._get_t5_prompt_embeds(prompts, max_sequence_length=self.max_sequence_length,
                                           device=self.device, dtype=self.transformer.dtype)
 
     @torch.no_grad()
@@ -137,10 +135,7 @@ class Backbone:
 
         if isinstance(image, np.ndarray):
             image = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
-        pipe = WanImageToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
-                                       scheduler=self.scheduler, image_processor=self.image_processor,
-                                       image_encoder=self.image_encoder, transformer=self.transformer)
-        return pipe.encode_image(image, self.device).to(self.transformer.dtype)
+        return self.pipeline().encode_image(image, self.device).to(self.transformer.dtype)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write every component in diffusers format (safetensors) + a small ``loraedit_nb.json``."""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .conditioning import condition_from_tensors, encode
-from .lora import DEFAULT_TARGETS, add_lora, lora_state_dict, read_lora_meta, save_lora
+from .lora import DEFAULT_TARGETS, add_lora, lora_state_dict, read_lora_meta, save_lora, set_lora_state
 from .loss import flow_matching_loss, region_weights, sample_timesteps
 from .regimes import Sample, augment_colour
 from .video import to_model
@@ -235,7 +235,6 @@ def _load_checkpoint(path: Path, transformer, optimizer, gen: torch.Generator) -
 # ----------------------------------------------------------------------------------------------- training
 def _init_from(transformer, init) -> None:
     """Continue from an earlier LoRA (the official appearance stage continues the motion LoRA)."""
-    from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     if isinstance(init, LoraRun):
@@ -247,11 +246,7 @@ def _init_from(transformer, init) -> None:
 
         raw = load_file(str(p / WEIGHT_NAME if p.is_dir() else p))
         sd = {k.removeprefix("transformer."): v for k, v in raw.items()}
-    res = set_peft_model_state_dict(transformer, sd)
-    bad = [k for k in getattr(res, "unexpected_keys", []) if "lora_" in k]
-    if bad:
-        raise ValueError(f"the initial LoRA does not fit this transformer/rank (unexpected keys, e.g. {bad[:2]}): "
-                         "continue with the rank and backbone it was trained with")
+    set_lora_state(transformer, sd)
 
 
 def _build_optimizer(params, cfg: TrainConfig):
