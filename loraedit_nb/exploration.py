@@ -32,13 +32,15 @@ CONFIGURATIONS: dict[str, str] = {
 
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
     """PSNR in dB between two videos in [0, 1] over the pixels where ``where`` ``(T, H, W)`` is True (all pixels
-    when None). NaN when ``where`` selects nothing (a configuration may generate or keep nothing); inf for an exact
-    copy. Otherwise exactly :func:`loraedit_nb.evaluation.psnr`."""
-    from .evaluation import psnr as masked_psnr
-
-    if where is not None and not np.asarray(where).any():
-        return float("nan")
-    return masked_psnr(a, b, where)
+    when None). NaN when ``where`` selects nothing; inf for an exact copy. Unlike :func:`loraedit_nb.evaluation.psnr`
+    it takes arrays of any shape (single frames too) with a matching ``where``."""
+    d = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
+    if where is not None:
+        if not where.any():
+            return float("nan")
+        d = d[where]
+    mse = float(d.mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def per_frame_psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
