@@ -92,9 +92,12 @@ class LatentGeometry:
 
     @classmethod
     def of(cls, vae) -> LatentGeometry:
+        """Read from the VAE config: Wan's names (``scale_factor_*``, ``z_dim``) or HunyuanVideo's
+        (``*_compression_ratio``, ``latent_channels``)."""
         c = vae.config
-        return cls(int(getattr(c, "scale_factor_temporal", 4)), int(getattr(c, "scale_factor_spatial", 8)),
-                   int(c.z_dim))
+        t = c.get("scale_factor_temporal", c.get("temporal_compression_ratio", 4))
+        s = c.get("scale_factor_spatial", c.get("spatial_compression_ratio", 8))
+        return cls(int(t), int(s), int(c.get("z_dim", c.get("latent_channels"))))
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         return (num_frames - 1) // self.temporal + 1, height // self.spatial, width // self.spatial
@@ -134,10 +137,15 @@ def unpack_mask(packed: torch.Tensor) -> torch.Tensor:
 
 
 def latent_stats(vae, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean, 1 / std)`` as ``(1, z, 1, 1, 1)`` tensors from the VAE config (Wan normalises latents with them)."""
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean, dtype=dtype, device=device).view(1, z, 1, 1, 1)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=dtype, device=device).view(1, z, 1, 1, 1)
+    """``(mean, 1 / std)`` as ``(1, z, 1, 1, 1)`` tensors from the VAE config: Wan normalises latents per channel
+    (``latents_mean`` / ``latents_std``); HunyuanVideo scales them by one ``scaling_factor``."""
+    c = vae.config
+    z = LatentGeometry.of(vae).z_dim
+    if c.get("latents_mean") is None:
+        mean = torch.full((1, z, 1, 1, 1), float(c.get("shift_factor") or 0.0), dtype=dtype, device=device)
+        return mean, torch.full((1, z, 1, 1, 1), float(c.scaling_factor), dtype=dtype, device=device)
+    mean = torch.tensor(c.latents_mean, dtype=dtype, device=device).view(1, z, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(c.latents_std, dtype=dtype, device=device).view(1, z, 1, 1, 1)
     return mean, inv_std
 
 
@@ -183,13 +191,15 @@ def condition_from_tensors(vae, cond_pixels: torch.Tensor, keep: torch.Tensor, *
 
 
 def build_condition(vae, video: np.ndarray, edit_mask: np.ndarray, first_frame: np.ndarray | None = None, *,
-                    keyframes: Mapping[int, np.ndarray] | None = None, reduce: str = "nearest") -> torch.Tensor:
+                    keyframes: Mapping[int, np.ndarray] | None = None, reduce: str = "nearest",
+                    adapter=None) -> torch.Tensor:
     """LoRA-Edit's condition for one clip: ``(video, mask, first_frame)`` + a VAE -> ``(1, 4 + z, T_lat, h, w)``.
 
     ``video``: float ``(T, H, W, 3)`` in [0, 1] with T = 4k + 1 and H, W multiples of 16. ``edit_mask``: bool
     ``(T, H, W)``, True = edit. ``first_frame``: ``(H, W, 3)``, the original first frame (training) or the edited
     one (inference); default: the video's frame 0. ``keyframes``: extra whole frames to give at their indices.
     With ``edit_mask`` True on every frame after the first this is exactly diffusers' own I2V condition.
+    ``adapter``: another family's packing (``backbone.adapter``; HunyuanVideo: ``(1, z + 1, T_lat, h, w)``).
     """
     video = check_video(video)
     check_frame_count(len(video))
@@ -198,8 +208,9 @@ def build_condition(vae, video: np.ndarray, edit_mask: np.ndarray, first_frame: 
     keep = keep_mask(edit_mask, keyframes=keyframes)
     from .video import to_model
 
+    pack = condition_from_tensors if adapter is None else adapter.condition
     with torch.no_grad():
-        return condition_from_tensors(vae, to_model(cond), torch.from_numpy(keep)[None, None], reduce=reduce)
+        return pack(vae, to_model(cond), torch.from_numpy(keep)[None, None], reduce=reduce)
 
 
 def i2v_edit_mask(num_frames: int, height: int, width: int, *, last_frame: bool = False) -> np.ndarray:

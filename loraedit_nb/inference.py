@@ -16,6 +16,8 @@ import torch
 from diffusers import WanImageToVideoPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
+from .adapters import _pil  # noqa: F401 - re-exported (toyworld.evaluate)
+
 
 class MaskedWanI2VPipeline(WanImageToVideoPipeline):
     """``WanImageToVideoPipeline`` that takes a prepared condition.
@@ -66,13 +68,6 @@ def with_flow_shift(scheduler, flow_shift: float | None):
     return type(scheduler).from_config(scheduler.config, **{key: flow_shift})
 
 
-def _pil(frame):
-    import numpy as np
-    from PIL import Image
-
-    return Image.fromarray((np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8))
-
-
 @torch.no_grad()
 def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negative_prompt: str | None = None,
              keyframes=None, steps: int | None = None, guidance: float | None = None,
@@ -82,9 +77,8 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
 
     ``video``/``mask``/``first_frame``/``keyframes`` as in :func:`loraedit_nb.conditioning.build_condition`
     (``first_frame`` = the edited first frame at inference). Sampler settings default to ``backbone.defaults``.
+    The condition is packed and the pipeline run by the backbone family's adapter (Wan or HunyuanVideo).
     """
-    import numpy as np
-
     from .conditioning import build_condition
 
     d = backbone.defaults
@@ -92,17 +86,13 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
     guidance = d.get("guidance", 5.0) if guidance is None else guidance
     flow_shift = d.get("flow_shift") if flow_shift is None else flow_shift
     first = video[0] if first_frame is None else first_frame
-    cond = build_condition(backbone.vae, video, mask, first, keyframes=keyframes)
-    pipe = backbone.pipeline(MaskedWanI2VPipeline)
-    pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
-    pipe.set_progress_bar_config(disable=not progress, leave=False)
+    adapter = backbone.adapter
+    cond = build_condition(backbone.vae, video, mask, first, keyframes=keyframes, adapter=adapter)
     T, H, W = video.shape[:3]
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    out = pipe(image=_pil(first), prompt=prompt, negative_prompt=negative_prompt, condition=cond, height=H,
-               width=W, num_frames=T, num_inference_steps=steps, guidance_scale=guidance,
-               max_sequence_length=backbone.max_sequence_length, output_type="np", generator=gen,
-               callback_on_step_end=callback_on_step_end).frames
-    return np.asarray(out[0], dtype=np.float32)
+    return adapter.generate(backbone, cond, first, prompt=prompt, negative_prompt=negative_prompt, num_frames=T,
+                            height=H, width=W, steps=steps, guidance=guidance, flow_shift=flow_shift, generator=gen,
+                            callback_on_step_end=callback_on_step_end, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------- editing
@@ -132,7 +122,7 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
         load_lora(backbone, lora, adapter_name="default", scale=scale)
         return
     cfg = lora.config
-    add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets)
+    add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets or backbone.adapter.lora_targets)
     set_lora_state(tr, lora.state_dict)
     if scale != 1.0:
         tr.set_adapters(["default"], [scale])
@@ -211,7 +201,8 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     if negative_prompt is None:
         from .models import WAN_NEGATIVE_PROMPT
 
-        negative_prompt = "" if backbone.name in ("toy", "tiny-random") else WAN_NEGATIVE_PROMPT
+        tiny = backbone.name in ("toy", "tiny-random", "tiny-hunyuan")
+        negative_prompt = "" if tiny or backbone.adapter.family != "wan" else WAN_NEGATIVE_PROMPT
     use_lora(backbone, lora)
     if vae_tiling:
         backbone.vae.enable_tiling()

@@ -29,6 +29,8 @@ def backbone_signature(transformer) -> str:
     """A short hash of the transformer's architecture config: LoRAs only fit the architecture they were made on."""
     keys = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "ffn_dim",
             "text_dim", "image_dim")
+    if "num_single_layers" in transformer.config:  # HunyuanVideo: its own size keys (Wan's hash stays as it was)
+        keys += ("num_single_layers", "text_embed_dim", "pooled_projection_dim", "image_condition_type")
     cfg = {k: transformer.config.get(k) for k in keys}
     return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -41,7 +43,7 @@ def add_lora(transformer, *, rank: int = 16, alpha: float | None = None, targets
 
     transformer.requires_grad_(False)
     cfg = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights=True,
-                     target_modules=list(targets), lora_dropout=0.0, bias="none")
+                     target_modules=_targets(targets), lora_dropout=0.0, bias="none")
     transformer.add_adapter(cfg, adapter_name=adapter_name)
     n = 0
     for name, p in transformer.named_parameters():
@@ -52,6 +54,11 @@ def add_lora(transformer, *, rank: int = 16, alpha: float | None = None, targets
     if n == 0:
         raise ValueError(f"no LoRA parameters were created: none of {targets} matched the transformer's layers")
     return n
+
+
+def _targets(targets) -> list[str] | str:
+    """peft's ``target_modules``: a list of name suffixes, or one regex string matched against full names."""
+    return targets if isinstance(targets, str) else list(targets)
 
 
 def set_lora_state(transformer, state_dict: dict[str, torch.Tensor]) -> None:
@@ -77,16 +84,17 @@ def lora_state_dict(transformer, adapter_name: str = "default") -> dict[str, tor
 
 def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], *, transformer, rank: int,
               alpha: float, targets=DEFAULT_TARGETS, extra: dict | None = None) -> Path:
-    """Write ``pytorch_lora_weights.safetensors`` (diffusers' Wan LoRA format) + our metadata, atomically."""
-    from diffusers import WanImageToVideoPipeline
+    """Write ``pytorch_lora_weights.safetensors`` (diffusers' LoRA format, saved by the family's pipeline class, so
+    its ``load_lora_weights`` reads it) + our metadata, atomically."""
+    from .adapters import adapter_for
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    meta = {"r": rank, "lora_alpha": alpha, "target_modules": list(targets)}
-    WanImageToVideoPipeline.save_lora_weights(tmp, transformer_lora_layers=state_dict, weight_name=WEIGHT_NAME,
-                                              transformer_lora_adapter_metadata=meta)
-    info = {"rank": rank, "alpha": alpha, "targets": list(targets), "backbone": backbone_signature(transformer),
+    meta = {"r": rank, "lora_alpha": alpha, "target_modules": _targets(targets)}
+    adapter_for(transformer).pipeline_class.save_lora_weights(
+        tmp, transformer_lora_layers=state_dict, weight_name=WEIGHT_NAME, transformer_lora_adapter_metadata=meta)
+    info = {"rank": rank, "alpha": alpha, "targets": _targets(targets), "backbone": backbone_signature(transformer),
             "backbone_config": {k: transformer.config.get(k) for k in ("num_layers", "in_channels", "ffn_dim")},
             **(extra or {})}
     (tmp / META_NAME).write_text(json.dumps(info, indent=1))
@@ -122,16 +130,16 @@ def check_compatible(path: str | os.PathLike, transformer) -> dict:
     if sig and sig != backbone_signature(transformer):
         raise ValueError(
             f"the LoRA in {path} was trained for another backbone ({meta.get('backbone_config')}) than this one "
-            f"(num_layers={transformer.config.num_layers}, in_channels={transformer.config.in_channels}, "
-            f"ffn_dim={transformer.config.ffn_dim}). Load the backbone it was trained on, or retrain it.")
+            f"(num_layers={transformer.config.get('num_layers')}, in_channels={transformer.config.get('in_channels')}, "
+            f"ffn_dim={transformer.config.get('ffn_dim')}). Load the backbone it was trained on, or retrain it.")
     return meta
 
 
 def load_lora(pipe_or_backbone, path: str | os.PathLike, *, adapter_name: str = "edit", scale: float = 1.0):
-    """Load a saved LoRA into a diffusers Wan pipeline (or a Backbone's transformer) with diffusers' own loader."""
-    from diffusers import WanImageToVideoPipeline
+    """Load a saved LoRA into a diffusers I2V pipeline (or a Backbone's transformer) with diffusers' own loader."""
+    from diffusers import DiffusionPipeline
 
-    pipe = pipe_or_backbone if isinstance(pipe_or_backbone, WanImageToVideoPipeline) else pipe_or_backbone.pipeline()
+    pipe = pipe_or_backbone if isinstance(pipe_or_backbone, DiffusionPipeline) else pipe_or_backbone.pipeline()
     check_compatible(path, pipe.transformer)
     path = Path(path)
     if path.is_dir():

@@ -32,32 +32,39 @@ def sample_timesteps(n: int, *, scheme: str = "uniform", shift: float = 1.0, log
 
 
 def region_weights(condition: torch.Tensor, *, w_generate: float = 1.0, w_keep: float = 1.0,
-                   mask_channels: int = 4) -> torch.Tensor | None:
-    """Per-voxel loss weights ``(B, 1, L, h, w)`` from the packed mask in ``condition[:, :mask_channels]``
-    (1 = keep). A latent voxel covers ``mask_channels`` pixel frames; its weight mixes the two by their share.
-    Returns None for ``(1, 1)`` so the default stays a plain mean."""
+                   adapter=None) -> torch.Tensor | None:
+    """Per-voxel loss weights ``(B, 1, L, h, w)`` from the packed mask inside ``condition`` (1 = keep), read by
+    the backbone family's ``adapter`` (default Wan: the 4 leading mask channels; a latent voxel covers 4 pixel
+    frames and its weight mixes the two by their share). Returns None for ``(1, 1)``: the default stays a plain
+    mean."""
     if w_generate == 1.0 and w_keep == 1.0:
         return None
-    keep = condition[:, :mask_channels].float().mean(1, keepdim=True)
+    if adapter is None:
+        from .adapters import WAN as adapter
+    keep = adapter.keep_fraction(condition)
     return w_keep * keep + w_generate * (1 - keep)
 
 
-def flow_matching_loss(transformer, z0: torch.Tensor, cond: torch.Tensor, text: torch.Tensor, t: torch.Tensor,
-                       noise: torch.Tensor, weight: torch.Tensor | None = None,
+def flow_matching_loss(transformer, z0: torch.Tensor, cond: torch.Tensor, context: torch.Tensor | dict,
+                       t: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor | None = None,
                        image_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between predicted and true velocity ``eps - z0`` (optionally weighted per voxel).
 
-    ``z0`` ``(B, z, L, h, w)`` clean normalised latents; ``cond`` ``(B, 4 + z, L, h, w)``; ``text`` ``(B, S, d)``;
-    ``t`` ``(B,)`` in (0, 1); ``noise`` like ``z0``; ``weight`` broadcastable to ``z0`` or None (plain mean);
-    ``image_embeds`` ``(B, N, image_dim)`` for backbones with a CLIP branch.
+    ``z0`` ``(B, z, L, h, w)`` clean normalised latents; ``cond`` the family's condition (Wan ``(B, 4 + z, L, h,
+    w)``, Hunyuan ``(B, z + 1, L, h, w)``; the transformer reads ``cat([z_t, cond])`` in both); ``context`` the
+    transformer's other keyword inputs (``Backbone.encode_context``, batched), or Wan's text ``(B, S, d)`` alone
+    with ``image_embeds`` ``(B, N, image_dim)`` for a CLIP branch; ``t`` ``(B,)`` in (0, 1); ``noise`` like ``z0``;
+    ``weight`` broadcastable to ``z0`` or None (plain mean).
     """
+    if not isinstance(context, dict):
+        context = {"encoder_hidden_states": context, "encoder_hidden_states_image": image_embeds}
     tt = t.view(-1, *([1] * (z0.ndim - 1))).to(z0.dtype)
     zt = (1 - tt) * z0 + tt * noise
     dtype = next(p.dtype for p in transformer.parameters() if p.dtype.is_floating_point)
     inp = torch.cat([zt, cond.to(zt.dtype)], 1).to(dtype)
-    v_hat = transformer(inp, timestep=(t * 1000).to(inp.device), encoder_hidden_states=text.to(dtype),
-                        encoder_hidden_states_image=None if image_embeds is None else image_embeds.to(dtype),
-                        return_dict=False)[0]
+    kw = {k: None if v is None else v.to(device=inp.device, dtype=dtype if v.is_floating_point() else v.dtype)
+          for k, v in context.items()}
+    v_hat = transformer(inp, timestep=(t * 1000).to(inp.device), return_dict=False, **kw)[0]
     err = (v_hat.float() - (noise - z0).float()) ** 2
     if weight is None:
         return err.mean()

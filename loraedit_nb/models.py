@@ -12,6 +12,11 @@ package takes a Backbone, so the same code runs at both scales:
 * ``"Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"`` / ``-720P-`` — the real model from the Hub (GPU; ~33 GB bf16
   transformer). Never called in tests: no hub here.
 * a local folder written by :meth:`Backbone.save_pretrained` (or any diffusers Wan I2V folder).
+* ``"hunyuan-i2v"`` (= ``hunyuanvideo-community/HunyuanVideo-I2V-33ch``) and ``"tiny-hunyuan"`` — the second
+  backbone family, HunyuanVideo-I2V, through :mod:`loraedit_nb.hunyuan`.
+
+What differs between the families (condition packing, mask channels, text/image context, LoRA targets, pipeline)
+is in one adapter object per family, ``Backbone.adapter`` (:mod:`loraedit_nb.adapters`).
 """
 
 from __future__ import annotations
@@ -98,6 +103,16 @@ class Backbone:
     image_processor: Any = None
     max_sequence_length: int = 512
     defaults: dict = field(default_factory=dict)
+    tokenizer_2: Any = None  # Hunyuan: CLIP text tokenizer (pooled text)
+    text_encoder_2: torch.nn.Module | None = None  # Hunyuan: CLIP text encoder
+    prompt_template: dict | None = None  # Hunyuan: the Llava prompt template (where the image tokens go)
+
+    @property
+    def adapter(self):
+        """The family adapter (:mod:`loraedit_nb.adapters`): Wan's, or Hunyuan's for a Hunyuan transformer."""
+        from .adapters import adapter_for
+
+        return adapter_for(self.transformer)
 
     @property
     def geometry(self) -> LatentGeometry:
@@ -105,18 +120,21 @@ class Backbone:
 
     @property
     def has_image_encoder(self) -> bool:
-        return self.transformer.config.image_dim is not None
+        return self.transformer.config.get("image_dim") is not None
 
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
 
-    def pipeline(self, cls: type[WanImageToVideoPipeline] | None = None) -> WanImageToVideoPipeline:
-        """A diffusers pipeline sharing these components (no copies). ``cls`` defaults to the stock I2V pipeline."""
-        cls = cls or WanImageToVideoPipeline
-        return cls(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
-                   scheduler=self.scheduler, image_processor=self.image_processor,
-                   image_encoder=self.image_encoder, transformer=self.transformer)
+    def pipeline(self, cls: type | None = None):
+        """A diffusers pipeline sharing these components (no copies). ``cls`` defaults to the family's stock I2V
+        pipeline (``WanImageToVideoPipeline`` / ``HunyuanVideoImageToVideoPipeline``)."""
+        return self.adapter.pipeline(self, cls)
+
+    def encode_context(self, prompt: str, image=None, memo: dict | None = None) -> dict:
+        """Everything the transformer takes besides the latents, for one sample (batch 1): text embeddings and
+        the family's extras. ``image``: float ``(H, W, 3)`` in [0, 1], the frame the image branch sees."""
+        return self.adapter.encode_context(self, prompt, image, memo)
 
     @torch.no_grad()
     def encode_prompt(self, prompts: str | list[str]) -> torch.Tensor:
@@ -148,15 +166,20 @@ class Backbone:
         self.text_encoder.save_pretrained(path / "text_encoder")
         if self.image_encoder is not None:
             self.image_encoder.save_pretrained(path / "image_encoder")
+        if self.image_processor is not None:
             self.image_processor.save_pretrained(path / "image_processor")
+        if self.text_encoder_2 is not None:
+            self.text_encoder_2.save_pretrained(path / "text_encoder_2")
+            self.tokenizer_2.save_pretrained(path / "tokenizer_2")
         meta = {"name": self.name, "max_sequence_length": self.max_sequence_length, "defaults": self.defaults,
+                "prompt_template": self.prompt_template,
                 "transformer_class": type(self.transformer).__name__, "vae_class": type(self.vae).__name__,
                 "scheduler_class": type(self.scheduler).__name__}
         (path / META_FILE).write_text(json.dumps(meta, indent=1))
         return path
 
     def to(self, device=None, dtype=None) -> Backbone:
-        for m in (self.transformer, self.vae, self.text_encoder, self.image_encoder):
+        for m in (self.transformer, self.vae, self.text_encoder, self.image_encoder, self.text_encoder_2):
             if m is not None:
                 m.to(device=device, dtype=dtype if m is self.transformer else None)
         return self
@@ -167,19 +190,24 @@ WAN_DEFAULTS = dict(height=480, width=832, num_frames=49, steps=30, guidance=5.0
 TINY_DEFAULTS = dict(height=64, width=64, num_frames=9, steps=4, guidance=1.0, flow_shift=3.0, fps=8)
 
 
-def _word_tokenizer(words: list[str]):
-    """A word-level tokenizer with T5's special tokens (pad 0, eos 1, unk 2), built offline."""
+def _word_tokenizer(words: list[str], *, special: tuple[str, ...] = (), eos: bool = True):
+    """A word-level tokenizer with T5's special tokens (pad 0, eos 1, unk 2), built offline. ``special``: extra
+    tokens kept whole (Hunyuan's chat-template markers); ``eos``: append ``</s>`` to every text."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in special:
+        vocab.setdefault(w, len(vocab))
     for w in words:
         vocab.setdefault(w.lower(), len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    if eos:
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   additional_special_tokens=list(special) or None)
 
 
 def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str = "wan",
@@ -240,7 +268,10 @@ def _load_folder(path: Path, dtype, device) -> Backbone:
     if missing:
         raise FileNotFoundError(f"{path} is not a backbone folder: missing {missing}. Write one with "
                                 "Backbone.save_pretrained(), or give a Hub id such as " + WAN_480P)
-    tcls = TRANSFORMER_CLASSES[_class_name(path / "transformer", meta.get("transformer_class"))]
+    tname = _class_name(path / "transformer", meta.get("transformer_class"))
+    if tname == "HunyuanVideoTransformer3DModel":
+        return _load_hunyuan_folder(path, meta, dtype, device)
+    tcls = TRANSFORMER_CLASSES[tname]
     vcls = VAE_CLASSES[_class_name(path / "vae", meta.get("vae_class"))]
     sname = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get("_class_name", "")
     scls = FlowMatchEulerDiscreteScheduler if sname == "FlowMatchEulerDiscreteScheduler" else UniPCMultistepScheduler
@@ -258,6 +289,33 @@ def _load_folder(path: Path, dtype, device) -> Backbone:
     for m in (bb.transformer, bb.vae, bb.text_encoder, bb.image_encoder):
         if m is not None:
             m.eval().to(device)
+    return bb
+
+
+def _load_hunyuan_folder(path: Path, meta: dict, dtype, device) -> Backbone:
+    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPTextModel, LlavaForConditionalGeneration
+
+    from .hunyuan import HUNYUAN_DEFAULTS
+
+    missing = [c for c in ("text_encoder_2", "tokenizer_2", "image_processor") if not (path / c).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{path} holds a HunyuanVideo transformer but lacks {missing}")
+    bb = Backbone(meta.get("name", path.name),
+                  HunyuanVideoTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype),
+                  AutoencoderKLHunyuanVideo.from_pretrained(path / "vae", torch_dtype=torch.float32),
+                  FlowMatchEulerDiscreteScheduler.from_pretrained(path / "scheduler"),
+                  AutoTokenizer.from_pretrained(path / "tokenizer"),
+                  LlavaForConditionalGeneration.from_pretrained(path / "text_encoder", dtype=dtype), None,
+                  CLIPImageProcessor.from_pretrained(path / "image_processor"),
+                  max_sequence_length=int(meta.get("max_sequence_length", 256)),
+                  defaults=meta.get("defaults") or dict(HUNYUAN_DEFAULTS),
+                  tokenizer_2=AutoTokenizer.from_pretrained(path / "tokenizer_2"),
+                  text_encoder_2=CLIPTextModel.from_pretrained(path / "text_encoder_2", dtype=dtype),
+                  prompt_template=meta.get("prompt_template"))
+    bb.adapter  # noqa: B018 - refuses a token_replace transformer with a clear message
+    for m in (bb.transformer, bb.vae, bb.text_encoder, bb.text_encoder_2):
+        m.eval().to(device)
     return bb
 
 
@@ -286,12 +344,22 @@ def _load_hub(repo_id: str, dtype, device) -> Backbone:  # pragma: no cover - ne
 
 def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = torch.float32,
                   device: str | torch.device | None = None) -> Backbone:
-    """Load a backbone by name (``"toy"``, ``"tiny-random"``), Hub id, or local folder.
+    """Load a backbone by name (``"toy"``, ``"tiny-random"``, ``"tiny-hunyuan"``, ``"hunyuan-i2v"``), Hub id, or
+    local folder.
 
     ``dtype`` applies to the transformer and encoders (the VAE stays float32, as diffusers recommends for Wan).
     Use ``torch.bfloat16`` and ``device="cuda"`` for the 14B model.
     """
     name = str(name_or_path)
+    if name == "tiny-hunyuan":
+        from .hunyuan import tiny_random_hunyuan
+
+        bb = tiny_random_hunyuan()
+        return bb.to(device, dtype) if (device is not None or dtype != torch.float32) else bb
+    if name in ("hunyuan-i2v", "hunyuanvideo-community/HunyuanVideo-I2V-33ch"):
+        from .hunyuan import HUNYUAN_I2V, load_hunyuan_hub
+
+        return load_hunyuan_hub(HUNYUAN_I2V, dtype, device)
     if name == "tiny-random":
         bb = tiny_random_backbone()
         return bb.to(device, dtype) if (device is not None or dtype != torch.float32) else bb
@@ -305,6 +373,10 @@ def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = 
     if path.exists():
         return _load_folder(path, dtype, device)
     if name.count("/") == 1 and not name.startswith((".", "/")):
+        if "hunyuan" in name.lower():
+            from .hunyuan import load_hunyuan_hub
+
+            return load_hunyuan_hub(name, dtype, device)
         return _load_hub(name, dtype, device)
-    raise FileNotFoundError(f"no backbone {name!r}: use 'toy', 'tiny-random', a local folder or a Hub id like "
-                            f"{WAN_480P!r}")
+    raise FileNotFoundError(f"no backbone {name!r}: use 'toy', 'tiny-random', 'tiny-hunyuan', 'hunyuan-i2v', a "
+                            f"local folder or a Hub id like {WAN_480P!r}")

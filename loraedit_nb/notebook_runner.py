@@ -32,9 +32,21 @@ def this_interpreter_kernel() -> str:
     return "python3"
 
 
-def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *,
-                 timeout: int = 900) -> tuple[float, str | None]:
-    """Run one notebook top to bottom; write the executed copy and an HTML export into ``out_dir``.
+def inject_parameters(nb, parameters: dict) -> None:
+    """Put a cell setting ``parameters`` right after the cell tagged ``parameters`` (papermill's convention)."""
+    import nbformat
+
+    idx = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if idx is None:
+        raise ValueError("the notebook has no cell tagged 'parameters' to override")
+    src = "# injected parameters\n" + "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
+    nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]}))
+
+
+def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *, timeout: int = 900,
+                 parameters: dict | None = None, name: str | None = None) -> tuple[float, str | None]:
+    """Run one notebook top to bottom; write the executed copy and an HTML export into ``out_dir`` (as ``name``,
+    default the notebook's own). ``parameters`` override the parameters cell (e.g. ``{"BACKBONE": ...}``).
     Returns ``(seconds, error message or None)``."""
     import nbformat
     from nbclient import NotebookClient
@@ -43,6 +55,9 @@ def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *,
     path, out_dir = Path(path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(path, as_version=4)
+    if parameters:
+        inject_parameters(nb, parameters)
+    out_name = Path(name or path.name)
     client = NotebookClient(nb, timeout=timeout, kernel_name=this_interpreter_kernel(),
                             resources={"metadata": {"path": str(ROOT)}})
     t0 = time.time()
@@ -53,11 +68,11 @@ def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *,
         error = str(e)
     finally:
         seconds = round(time.time() - t0, 1)
-        nbformat.write(nb, out_dir / path.name)
+        nbformat.write(nb, out_dir / out_name.with_suffix(".ipynb"))
         try:
             from nbconvert import HTMLExporter
 
-            (out_dir / path.with_suffix(".html").name).write_text(HTMLExporter().from_notebook_node(nb)[0])
+            (out_dir / out_name.with_suffix(".html")).write_text(HTMLExporter().from_notebook_node(nb)[0])
         except Exception as e:  # an export problem must not hide the notebook's own result
             warnings.warn(f"HTML export of {path.name} failed: {e}", stacklevel=1)
     return seconds, error

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .conditioning import condition_from_tensors, encode
-from .lora import DEFAULT_TARGETS, add_lora, lora_state_dict, read_lora_meta, save_lora, set_lora_state
+from .adapters import collate_context
+from .conditioning import encode
+from .lora import add_lora, lora_state_dict, read_lora_meta, save_lora, set_lora_state
 from .loss import flow_matching_loss, region_weights, sample_timesteps
 from .regimes import Sample, augment_colour
 from .video import to_model
@@ -61,7 +62,7 @@ class TrainConfig:
     appearance_repeats: int = 9  # official: edited-frame samples repeated x9 beside the video sample
     colour_aug: str | None = None  # None | "permute" | "hue": appearance-agnostic motion (beyond the paper)
     colour_aug_variants: int = 8  # cached augmented copies per motion sample (encoded once)
-    targets: tuple[str, ...] = DEFAULT_TARGETS
+    targets: tuple[str, ...] | str | None = None  # None = the backbone family's (adapter.lora_targets); str = regex
     gradient_checkpointing: bool = True
     fp8_base: bool = False  # diffusers layerwise casting: fp8 storage of frozen base weights
     optimizer: str = "adamw"  # "adamw" | "adamw8bit" (bitsandbytes, CUDA only)
@@ -75,7 +76,8 @@ class TrainConfig:
         if self.steps < 1 or self.rank < 1 or self.batch_size < 1:
             raise ValueError("steps, rank and batch_size must be >= 1")
         self.betas = tuple(self.betas)
-        self.targets = tuple(self.targets)
+        if self.targets is not None and not isinstance(self.targets, str):
+            self.targets = tuple(self.targets)
 
 
 def toy_config(**overrides) -> TrainConfig:
@@ -109,7 +111,10 @@ def wan_config(memory_preset: str | None = None, **overrides) -> TrainConfig:
 
 
 def default_config(backbone, **overrides) -> TrainConfig:
-    return toy_config(**overrides) if backbone.name in ("toy", "tiny-random") else wan_config(**overrides)
+    """Toy-scale settings for the embedded and tiny backbones, the paper's (``wan_config``) for real models of
+    either family (HunyuanVideo-I2V uses the same presets: its 13B transformer is sized like Wan's 14B)."""
+    tiny = backbone.name in ("toy", "tiny-random", "tiny-hunyuan")
+    return toy_config(**overrides) if tiny else wan_config(**overrides)
 
 
 # ----------------------------------------------------------------------------------------------- caching
@@ -118,11 +123,14 @@ class CachedSample:
     """A sample after encoding: everything a training step needs, nothing it has to recompute."""
 
     latents: torch.Tensor  # (1, z, L, h, w) normalised VAE latents of the target
-    condition: torch.Tensor  # (1, 4 + z, L, h, w) packed mask + condition latents
-    text: torch.Tensor  # (1, S, text_dim)
-    image: torch.Tensor | None  # (1, N, image_dim) CLIP tokens, or None
+    condition: torch.Tensor  # (1, C, L, h, w) the family's condition (Wan: 4 mask + z latent channels)
+    context: dict  # the transformer's other inputs, batch 1 (Wan: text (1, S, d) + CLIP tokens or None)
     regime: str
     prompt: str
+
+    @property
+    def text(self) -> torch.Tensor:
+        return self.context["encoder_hidden_states"]
 
 
 @torch.no_grad()
@@ -138,17 +146,15 @@ def cache_samples(backbone, samples: Sequence[Sample], config: TrainConfig, prog
         expanded.append(s)
         if config.colour_aug and s.regime in ("motion", "naive"):
             expanded += [augment_colour(s, rng, config.colour_aug) for _ in range(config.colour_aug_variants)]
-    texts: dict[str, torch.Tensor] = {}
+    memo: dict = {}  # text encodings are shared between samples with the same prompt (and image, where it counts)
     out = []
     device = backbone.device
+    adapter = backbone.adapter
     for s in tqdm(expanded, desc="encoding samples (once)", disable=not progress, leave=False):
         z0 = encode(backbone.vae, to_model(s.target, device=device))
-        cond = condition_from_tensors(backbone.vae, to_model(s.condition, device=device),
-                                      torch.from_numpy(s.keep)[None, None].to(device))
-        if s.prompt not in texts:
-            texts[s.prompt] = backbone.encode_prompt(s.prompt).float()
-        img = backbone.encode_image(s.image) if backbone.has_image_encoder else None
-        out.append(CachedSample(z0, cond, texts[s.prompt], None if img is None else img.float(), s.regime, s.prompt))
+        cond = adapter.condition(backbone.vae, to_model(s.condition, device=device),
+                                 torch.from_numpy(s.keep)[None, None].to(device))
+        out.append(CachedSample(z0, cond, backbone.encode_context(s.prompt, s.image, memo), s.regime, s.prompt))
     return out
 
 
@@ -282,6 +288,8 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
     from tqdm.auto import tqdm
 
     cfg = config or default_config(backbone)
+    if cfg.targets is None:  # the family's LoRA targets, recorded in the run's config and the saved LoRA
+        cfg = replace(cfg, targets=backbone.adapter.lora_targets)
     if not samples:
         raise ValueError("no training samples: build some with motion_sample / appearance_samples")
     t_start = time.time()
@@ -307,6 +315,7 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
         ratio = 1.0 if app_pool else 0.0
 
     tr = backbone.transformer
+    adapter = backbone.adapter
     if getattr(tr, "peft_config", None):
         tr.delete_adapters(list(tr.peft_config))  # a fresh LoRA per run; continuing is explicit (init_lora)
     if cfg.fp8_base:
@@ -350,13 +359,12 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
         idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen).tolist()
         z0 = torch.cat([pool[i].latents for i in idx]).to(accelerator.device)
         cond = torch.cat([pool[i].condition for i in idx]).to(accelerator.device)
-        text = torch.cat([pool[i].text for i in idx]).to(accelerator.device)
-        img = torch.cat([pool[i].image for i in idx]).to(accelerator.device) if pool[0].image is not None else None
+        context = collate_context([pool[i].context for i in idx], accelerator.device)
         t = sample_timesteps(cfg.batch_size, scheme=cfg.timesteps, shift=cfg.shift, generator=gen)
         noise = torch.randn(z0.shape, generator=gen).to(accelerator.device)
-        weight = region_weights(cond, w_generate=cfg.w_generate, w_keep=cfg.w_keep)
+        weight = region_weights(cond, w_generate=cfg.w_generate, w_keep=cfg.w_keep, adapter=adapter)
         with accelerator.autocast():
-            loss = flow_matching_loss(tr_p, z0, cond, text, t.to(accelerator.device), noise, weight, img)
+            loss = flow_matching_loss(tr_p, z0, cond, context, t.to(accelerator.device), noise, weight)
         accelerator.backward(loss)
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -410,9 +418,9 @@ def fixed_loss(backbone, cached: Sequence[CachedSample], ts: Sequence[float] = (
     for c in cached:
         for t in ts:
             noise = torch.randn(c.latents.shape, generator=gen).to(c.latents.device)
-            w = region_weights(c.condition, w_generate=cfg.w_generate, w_keep=cfg.w_keep)
-            vals.append(float(flow_matching_loss(tr, c.latents, c.condition, c.text, torch.tensor([t]), noise, w,
-                                                 c.image)))
+            w = region_weights(c.condition, w_generate=cfg.w_generate, w_keep=cfg.w_keep, adapter=backbone.adapter)
+            vals.append(float(flow_matching_loss(tr, c.latents, c.condition, c.context, torch.tensor([t]), noise,
+                                                 w)))
     return float(np.mean(vals))
 
 

@@ -59,7 +59,7 @@ if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a
 print("device:", torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads")
 
 # %% tags=["parameters"]
-BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" on a GPU (read the cost note below first)
+BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" / "hunyuan-i2v" on a GPU (see the cost note below)
 CLIP = "toy"  # "toy": a toy-world clip with an exact mask; "bunny": the shipped real clip (use it with Wan)
 SCENE_SEED = 11  # which toy-world scene
 FRAMES, HEIGHT, WIDTH = 9, 32, 32  # Wan: 33, 480, 832 (frames: 4k + 1; sizes: multiples of 16)
@@ -90,6 +90,7 @@ from loraedit_nb.toyworld import make_edit, sample_scene
 from loraedit_nb.video import show_images, show_videos
 
 bb = load_backbone(BACKBONE, dtype=torch.bfloat16 if DEVICE == "cuda" else torch.float32, device=DEVICE)
+print(bb.name, f"({bb.adapter.family} family)")
 UP = max(1, 192 // HEIGHT)  # toy clips are 32x32: show them 6x larger, pixels kept crisp
 up = partial(viz.upscale, factor=UP)
 
@@ -231,13 +232,14 @@ show_videos({"source": up(video), "condition (training)": up(cond_train), "condi
 # (the toy model's lossless VAE). The pixel-rate mask is packed the Wan way: frame 0's mask is repeated 4 times,
 # then every group of 4 frames goes into the **4 mask channels** of one latent frame. Below, rows are the 4
 # channels, columns the latent frames; white = keep, black = generate. Column 0 is frame 0 (given whole), column
-# 1 holds frames 1–4, column 2 frames 5–8.
+# 1 holds frames 1–4, column 2 frames 5–8. (With `BACKBONE = "hunyuan-i2v"` the packing is HunyuanVideo-I2V's:
+# **one** mask channel per latent frame, "keep" only where all 4 of its frames are kept — `loraedit_nb.hunyuan`.)
 
 # %%
-cond = build_condition(bb.vae, video, mask, edited_first)  # (1, 4 + z, T_lat, h, w)
-packed = cond[:, :4]
-print(f"condition {tuple(cond.shape)} = 4 mask channels + {cond.shape[1] - 4} latent channels; "
-      f"{100 * packed.mean():.0f} % of the packed cells say 'keep'")
+cond = build_condition(bb.vae, video, mask, edited_first, adapter=bb.adapter)  # Wan: (1, 4 + z, T_lat, h, w)
+packed = bb.adapter.mask_part(cond)
+print(f"condition {tuple(cond.shape)} = {packed.shape[1]} mask channel(s) + {cond.shape[1] - packed.shape[1]} "
+      f"latent channels; {100 * packed.mean():.0f} % of the packed cells say 'keep'")
 show_images({"packed mask (rows: channels, columns: latent frames)": viz.packed_mask_image(packed, scale=4)},
             height=200)
 
@@ -303,7 +305,7 @@ display(Markdown(exploration.results_table(results)))
 # %%
 b, a = results["full_video"], results["first_frame"]
 print(f"(b) given pixels vs source: {b.keep_psnr:.1f} dB; (a) generated frames vs source: {a.generated_psnr:.1f} dB")
-assert keep.shape == mask.shape and packed.shape[1] == 4
+assert keep.shape == mask.shape and packed.shape[1] == bb.adapter.mask_channels(bb.vae)
 if BACKBONE == "toy":
     assert b.keep_psnr > 18.0, "with the whole video given, the toy model should reproduce it (> 18 dB)"
     assert b.keep_psnr > a.generated_psnr + 2.0, "giving every frame should beat plain I2V by > 2 dB"

@@ -55,7 +55,7 @@ if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a
 print("device:", torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads")
 
 # %% tags=["parameters"]
-BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" on a GPU (read the cost note below first)
+BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" / "hunyuan-i2v" on a GPU (see the cost note below)
 CLIP = "toy"  # "toy": a toy-world clip with exact ground truth; "bunny": the shipped real clip (use it with Wan)
 SCENE_SEED = 11  # which toy-world scene
 FRAMES, HEIGHT, WIDTH = 9, 32, 32  # Wan: 33, 480, 832 (frames: 4k + 1; sizes: multiples of 16)
@@ -246,7 +246,8 @@ in_memory = edit_video(bb, run, video, mask, edited_first, prompt=edited_prompt,
 gain = psnr(recon["motion LoRA"], video, region) - psnr(recon["un-tuned"], video, region)
 print(f"loss {first:.3f} -> {last:.3f}; region re-creation gain {gain:+.1f} dB; "
       f"reload max |diff| {np.abs(reloaded - in_memory).max():.2e}")
-assert last < 0.85 * first, "the training loss should fall by at least 15 %"
-assert gain > 1.0, "the motion LoRA should re-create the hidden region better than the un-tuned model"
 assert np.abs(reloaded - in_memory).max() < 1e-3, "the saved LoRA must reproduce the in-memory one"
+if BACKBONE == "toy":  # quality floors are calibrated on the pretrained toy model; elsewhere they are printed only
+    assert last < 0.85 * first, "the training loss should fall by at least 15 %"
+    assert gain > 1.0, "the motion LoRA should re-create the hidden region better than the un-tuned model"
 print("OK")

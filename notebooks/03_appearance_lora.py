@@ -55,7 +55,7 @@ if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a
 print("device:", torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads")
 
 # %% tags=["parameters"]
-BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" on a GPU (read the cost note below first)
+BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" / "hunyuan-i2v" on a GPU (see the cost note below)
 CLIP = "toy"  # "toy": a toy-world clip with exact ground truth; "bunny": the shipped real clip (use it with Wan)
 SCENE_SEED = 11  # which toy-world scene
 FRAMES, HEIGHT, WIDTH = 9, 32, 32  # Wan: 33, 480, 832 (frames: 4k + 1; sizes: multiples of 16)
@@ -263,11 +263,13 @@ print(staged_run.save(OUTPUTS / "03" / "staged_lora", bb), joint_run.save(OUTPUT
 # %%
 app_losses = [h["loss"] for h in staged_run.history if h["regime"] == "appearance"]
 print(f"stage 2 loss on appearance batches: {np.mean(app_losses[:20]):.3f} -> {np.mean(app_losses[-20:]):.3f}")
-assert np.mean(app_losses[-20:]) < 0.8 * np.mean(app_losses[:20]), "the appearance stage should fit its frames"
+if BACKBONE == "toy":  # quality floors are calibrated on the pretrained toy model; elsewhere they are printed only
+    assert np.mean(app_losses[-20:]) < 0.8 * np.mean(app_losses[:20]), "the appearance stage should fit its frames"
 if gt is not None:
     last = {k: psnr(v[T - 1], gt[T - 1], region[T - 1]) for k, v in edits.items()}
     print("last frame's region vs ground truth (dB):", {k: round(v, 2) for k, v in last.items()})
-    assert last["stage 2 + frames given"] > last["motion only"] + 0.5, "edited frames should help the last frame"
-    assert last["stage 2 + frames given"] > last["+ appearance (stage 2)"] + 1.0, "giving the frame should help"
+    if BACKBONE == "toy":
+        assert last["stage 2 + frames given"] > last["motion only"] + 0.5, "edited frames should help the last frame"
+        assert last["stage 2 + frames given"] > last["+ appearance (stage 2)"] + 1.0, "giving the frame should help"
 assert all(np.isfinite(v).all() and v.shape == video.shape for v in edits.values())
 print("OK")

@@ -52,7 +52,7 @@ if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a
 print("device:", torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads")
 
 # %% tags=["parameters"]
-BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" on a GPU (read the cost note below first)
+BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" / "hunyuan-i2v" on a GPU (see the cost note below)
 CLIP = "toy"  # "toy": a toy-world clip with exact ground truth; "bunny": the shipped real clip (use it with Wan)
 SCENE_SEED = 11  # which toy-world scene
 FRAMES, HEIGHT, WIDTH = 9, 32, 32  # Wan: 33, 480, 832 (frames: 4k + 1; sizes: multiples of 16)
@@ -217,8 +217,9 @@ print(files)
 # %%
 best, base = scores["+ edited frames placed"], scores["un-tuned"]
 print({k: {m: round(x, 2) for m, x in v.items()} for k, v in scores.items()})
-assert best["kept vs source"] > 25.0, "the LoRA edit should keep the background (> 25 dB vs source)"
 assert scores["+ composite"]["kept vs source"] >= best["kept vs source"]
-if gt is not None:
+if BACKBONE == "toy":  # quality floors are calibrated on the pretrained toy model; elsewhere they are printed only
+    assert best["kept vs source"] > 25.0, "the LoRA edit should keep the background (> 25 dB vs source)"
+if gt is not None and BACKBONE == "toy":
     assert best["region vs GT"] > base["region vs GT"] + 1.0, "the LoRA should beat the un-tuned model by > 1 dB"
 print("OK")

@@ -68,6 +68,7 @@ class PretrainConfig:
     weight_decay: float = 0.01
     warmup: int = 200
     decay_from: float = 0.7  # fraction of `steps` after which the LR decays linearly to 5 %
+    rewarm_from: int = 0  # a continuation: warm the LR up again from this step (0 = only at the start)
     ema: float = 0.999
     p_first_last: float = 0.25
     p_drop_caption: float = 0.1
@@ -118,7 +119,7 @@ def frame_level_keep(batch: int, frames: int, height: int, width: int, first_las
 
 
 def _lr_factor(step: int, cfg: PretrainConfig) -> float:
-    warm = min(1.0, (step + 1) / cfg.warmup)
+    warm = min(1.0, (step + 1 - cfg.rewarm_from) / cfg.warmup) if step >= cfg.rewarm_from else 1.0
     start = cfg.decay_from * cfg.steps
     decay = 1.0 if step < start else max(0.05, 1 - (step - start) / max(1, cfg.steps - start))
     return warm * decay
@@ -175,6 +176,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         tr.load_state_dict(st["transformer"])
         te.load_state_dict(st["text_encoder"])
         opt.load_state_dict(st["optimizer"])
+        for g, base in zip(opt.param_groups, (cfg.lr, cfg.text_lr), strict=True):
+            g["base_lr"] = base  # this command's --lr / --text-lr, not the saved ones
         ema = st["ema"]
         rng.bit_generator.state = st["np_rng"]
         gen.set_state(st["torch_rng"])
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     d = PretrainConfig()
     for f in ("run", "steps", "batch", "lr", "text_lr", "seed", "checkpoint_minutes", "export_minutes",
-              "export_dir", "threads", "curriculum_until", "decay_from"):
+              "export_dir", "threads", "curriculum_until", "decay_from", "rewarm_from"):
         p.add_argument("--" + f.replace("_", "-"), type=type(getattr(d, f)), default=getattr(d, f))
     a = p.parse_args(argv)
     cfg = PretrainConfig(**{k: v for k, v in vars(a).items()})
