@@ -136,31 +136,94 @@ def transformer_flops(cfg: dict, frames: int, height: int, width: int, *, text_l
     return {"tokens": n, "forward_flops": fwd, "train_step_flops": 3 * fwd}
 
 
+# HunyuanVideo-I2V-33ch transformer config (published sizes; guidance_embeds assumed off: the 33ch model is run with
+# guidance 1 by its authors, and the guidance embedder is a few MB either way)
+HUNYUAN_13B_CONFIG = dict(in_channels=33, out_channels=16, num_attention_heads=24, attention_head_dim=128,
+                          num_layers=20, num_single_layers=40, num_refiner_layers=2, mlp_ratio=4.0, patch_size=2,
+                          patch_size_t=1, qk_norm="rms_norm", guidance_embeds=False, text_embed_dim=4096,
+                          pooled_projection_dim=768, rope_theta=256.0, rope_axes_dim=(16, 56, 56),
+                          image_condition_type="latent_concat")
+
+
+def hunyuan_flops(cfg: dict, frames: int, height: int, width: int, *, text_len: int = 256 + 288) -> dict:
+    """Analytic FLOPs of one HunyuanVideo transformer forward (2 FLOPs per multiply-add); training counts 3x.
+
+    Dual-stream blocks: per token (video and text, own weights) q/k/v/o 4 d^2 + MLP 2 r d^2; single-stream blocks:
+    fused q/k/v/MLP-in (3 + r) d^2 + out (1 + r) d^2 per token; joint attention 2 (N + C)^2 d in every block.
+    ``text_len``: Llava text (256) + the image's semantic tokens (576, every 2nd kept)."""
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    r = cfg["mlp_ratio"]
+    p, pt = cfg["patch_size"], cfg["patch_size_t"]
+    n = ((frames - 1) // 4 + 1) // pt * (height // 8 // p) * (width // 8 // p)
+    tot = n + text_len
+    per_tok = (4 + 2 * r) * d * d
+    macs = cfg["num_layers"] * (tot * per_tok + 2 * tot * tot * d) \
+        + cfg["num_single_layers"] * (tot * (4 + 2 * r) * d * d + 2 * tot * tot * d)
+    fwd = 2 * macs
+    return {"tokens": n, "forward_flops": fwd, "train_step_flops": 3 * fwd}
+
+
+FULL_MODELS = {"wan14b": (WAN_14B_CONFIG, transformer_flops), "hunyuan13b": (HUNYUAN_13B_CONFIG, hunyuan_flops)}
+
 from .training import MEMORY_PRESETS  # noqa: E402,F401  (documented beside the measurements)
 
 
-def _wan_full_rows(frames: int, height: int, width: int, option: str, steps: int, layers: int | None,
-                   peak_tflops: float, q) -> None:
-    """One training-step measurement of the full-size Wan transformer with random weights (no download)."""
+def _full_model(model: str, layers: int | None, device, dtype):
+    """The full-size transformer with random weights, built on the meta device then materialised (no download)."""
     import torch
-    from diffusers import WanTransformer3DModel
+    from diffusers import HunyuanVideoTransformer3DModel, WanTransformer3DModel
 
+    base, flops = FULL_MODELS[model]
+    if model == "wan14b":
+        cfg = dict(base, **({"num_layers": layers} if layers else {}))
+        cls = WanTransformer3DModel
+    else:
+        cfg = dict(base, **({"num_layers": layers, "num_single_layers": 2 * layers} if layers else {}))
+        cls = HunyuanVideoTransformer3DModel
+    with torch.device("meta"):
+        tr = cls(**cfg)
+    tr = tr.to_empty(device=device).to(dtype)
+    with torch.no_grad():
+        for p in tr.parameters():
+            p.normal_(0, 0.02)
+    if model == "wan14b":  # rope buffers are not parameters: rebuild them on the device
+        tr.rope = type(tr.rope)(cfg["attention_head_dim"], cfg["patch_size"], cfg["rope_max_seq_len"]).to(device)
+    return tr, cfg, flops
+
+
+def _full_inputs(model: str, cfg: dict, frames: int, height: int, width: int, dev, dtype):
+    """Random latents, condition and context shaped as the family's pipeline feeds its transformer."""
+    import torch
+
+    L, h, w = (frames - 1) // 4 + 1, height // 8, width // 8
+    z0 = torch.randn(1, 16, L, h, w, device=dev)
+    if model == "wan14b":
+        cond = torch.randn(1, 20, L, h, w, device=dev)
+        ctx = {"encoder_hidden_states": torch.randn(1, 512, 4096, device=dev, dtype=dtype),
+               "encoder_hidden_states_image": torch.randn(1, 257, 1280, device=dev, dtype=dtype)}
+    else:
+        cond = torch.randn(1, 17, L, h, w, device=dev)
+        ctx = {"encoder_hidden_states": torch.randn(1, 544, 4096, device=dev, dtype=dtype),
+               "encoder_attention_mask": torch.ones(1, 544, device=dev),
+               "pooled_projections": torch.randn(1, 768, device=dev, dtype=dtype)}
+    return z0, cond, ctx
+
+
+def _wan_full_rows(frames: int, height: int, width: int, option: str, steps: int, layers: int | None,
+                   peak_tflops: float, model: str, q) -> None:
+    """One training-step measurement of a full-size transformer (Wan 14B / Hunyuan 13B) with random weights."""
+    import torch
+
+    from .adapters import adapter_for
     from .lora import add_lora
     from .loss import flow_matching_loss
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16
-    cfg = dict(WAN_14B_CONFIG, **({"num_layers": layers} if layers else {}))
-    with torch.device("meta"):
-        tr = WanTransformer3DModel(**cfg)
-    tr = tr.to_empty(device="cpu" if option == "block_offload" else dev).to(dtype)
-    with torch.no_grad():
-        for p in tr.parameters():
-            p.normal_(0, 0.02)
-    tr.rope = type(tr.rope)(cfg["attention_head_dim"], cfg["patch_size"], cfg["rope_max_seq_len"]).to(tr.device)
+    tr, cfg, flops = _full_model(model, layers, torch.device("cpu") if option == "block_offload" else dev, dtype)
     if option == "fp8":
         tr.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-    add_lora(tr, rank=16)
+    add_lora(tr, rank=16, targets=adapter_for(tr).lora_targets)
     if option != "no_ckpt":
         tr.enable_gradient_checkpointing()
     if option == "block_offload":
@@ -173,11 +236,7 @@ def _wan_full_rows(frames: int, height: int, width: int, option: str, steps: int
         opt = bnb.optim.AdamW8bit(params, lr=1e-4)
     else:
         opt = torch.optim.AdamW(params, lr=1e-4)
-    L, h, w = (frames - 1) // 4 + 1, height // 8, width // 8
-    z0 = torch.randn(1, 16, L, h, w, device=dev)
-    cond = torch.randn(1, 20, L, h, w, device=dev)
-    text = torch.randn(1, 512, 4096, device=dev, dtype=dtype)
-    img = torch.randn(1, 257, 1280, device=dev, dtype=dtype)
+    z0, cond, ctx = _full_inputs(model, cfg, frames, height, width, dev, dtype)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -186,7 +245,7 @@ def _wan_full_rows(frames: int, height: int, width: int, option: str, steps: int
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(dev.type, dtype=dtype):
-            loss = flow_matching_loss(tr, z0, cond, text, torch.rand(1, device=dev), torch.randn_like(z0), None, img)
+            loss = flow_matching_loss(tr, z0, cond, ctx, torch.rand(1, device=dev), torch.randn_like(z0))
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -194,9 +253,9 @@ def _wan_full_rows(frames: int, height: int, width: int, option: str, steps: int
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - t0)
-    fl = transformer_flops(cfg, frames, height, width)
+    fl = flops(cfg, frames, height, width)
     s = sum(times) / len(times)
-    q.put({"stage": "wan_full_train_step", "backbone": f"wan14b-random{'' if not layers else f'-{layers}L'}",
+    q.put({"stage": "wan_full_train_step", "backbone": f"{model}-random{'' if not layers else f'-{layers}L'}",
            "frames": frames, "size": f"{height}x{width}", "option": option, "s_per_step": s,
            "tflops_per_s": fl["train_step_flops"] / s / 1e12, "mfu": fl["train_step_flops"] / s / (peak_tflops * 1e12),
            "peak_cuda_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
@@ -205,16 +264,18 @@ def _wan_full_rows(frames: int, height: int, width: int, option: str, steps: int
 
 def run_wan_full(frames_list=(17, 33, 49, 81), options=("ckpt", "fp8", "block_offload", "adam8bit", "no_ckpt"),
                  steps: int = 2, layers: int | None = None, height: int = 480, width: int = 832,
-                 peak_tflops: float = 989.0) -> list[dict]:
-    """Full-size Wan2.1-I2V-14B training-step benchmark with random weights, one process per row. GPU script;
-    ``layers=1`` and a small size make a CPU dry run. Failed rows (e.g. OOM) are recorded with their error."""
+                 peak_tflops: float = 989.0, model: str = "wan14b") -> list[dict]:
+    """Full-size training-step benchmark with random weights (``model``: ``"wan14b"`` = Wan2.1-I2V-14B,
+    ``"hunyuan13b"`` = HunyuanVideo-I2V-33ch), one process per row. GPU script; ``layers=1`` and a small size make a
+    CPU dry run. Failed rows (e.g. OOM) are recorded with their error."""
     rows = []
     for T in frames_list:
         for opt in options:
             try:
-                rows.append(_run(_wan_full_rows, T, height, width, opt, steps, layers, peak_tflops))
+                rows.append(_run(_wan_full_rows, T, height, width, opt, steps, layers, peak_tflops, model))
             except Exception as e:  # an OOM in a child shows up as a dead queue
-                rows.append({"stage": "wan_full_train_step", "frames": T, "option": opt, "error": str(e)[:200]})
+                rows.append({"stage": "wan_full_train_step", "backbone": model, "frames": T, "option": opt,
+                             "error": str(e)[:200]})
     return rows
 
 
@@ -249,7 +310,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         if r["stage"] == "wan_full_train_step":
             if "error" in r:
-                out.append(f"| wan14b | {r['frames']}f | train step, {r['option']} | - | - | failed: {r['error']} "
+                out.append(f"| {r.get('backbone', 'wan14b')} | {r['frames']}f | train step, {r['option']} | - | - | "
+                           f"failed: {r['error']} "
                            "| - |")
             else:
                 mem = f"{r['peak_cuda_gb']:.1f} GB GPU" if r.get("peak_cuda_gb") else f"{r['peak_rss_mb']:.0f}"
@@ -279,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="fewer steps, toy backbone only (CI smoke)")
     p.add_argument("--json", default="outputs/bench/bench.json")
     p.add_argument("--wan-full", action="store_true", help="full-size Wan2.1-I2V-14B, random weights (GPU)")
+    p.add_argument("--hunyuan-full", action="store_true", help="full-size HunyuanVideo-I2V-33ch, random weights (GPU)")
     p.add_argument("--frames", type=int, nargs="+", default=[17, 33, 49, 81])
     p.add_argument("--options", nargs="+", default=["ckpt", "fp8", "block_offload", "adam8bit", "no_ckpt"])
     p.add_argument("--layers", type=int, help="override the layer count (CPU dry run: 1)")
@@ -286,9 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200: 989)")
     a = p.parse_args(argv)
-    if a.wan_full:
-        rows = run_wan_full(tuple(a.frames), tuple(a.options), layers=a.layers, height=a.height, width=a.width,
-                            peak_tflops=a.peak_tflops)
+    if a.wan_full or a.hunyuan_full:
+        rows = []
+        for model, on in (("wan14b", a.wan_full), ("hunyuan13b", a.hunyuan_full)):
+            if on:
+                rows += run_wan_full(tuple(a.frames), tuple(a.options), layers=a.layers, height=a.height,
+                                     width=a.width, peak_tflops=a.peak_tflops, model=model)
     else:
         rows = run(a.quick)
     print(table(rows))

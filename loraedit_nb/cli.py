@@ -155,7 +155,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--prompt", default="", help="caption of the source video")
     t.add_argument("--out", required=True, help="run folder, e.g. runs/NAME (re-running resumes)")
     t.add_argument("--backbone", default="toy",
-                   help="'toy', a local folder, or e.g. Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")
+                   help="'toy', 'hunyuan-i2v', a local folder, or e.g. Wan-AI/Wan2.1-I2V-14B-480P-Diffusers")
     t.add_argument("--frames", type=int, help="4k+1 frames to sample (default: the backbone's)")
     t.add_argument("--height", type=int)
     t.add_argument("--width", type=int)

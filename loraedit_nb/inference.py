@@ -3,6 +3,8 @@
 :class:`MaskedWanI2VPipeline` is the stock pipeline with one change: ``prepare_latents`` returns LoRA-Edit's
 condition (masked source video + spatiotemporal mask, :mod:`loraedit_nb.conditioning`) instead of "first frame +
 zeros". Scheduler, classifier-free guidance, prompt encoding, callbacks and offloading are diffusers' own.
+HunyuanVideo-I2V's counterpart, ``MaskedHunyuanI2VPipeline``, is in :mod:`loraedit_nb.hunyuan`; :func:`generate`
+and :func:`edit_video` reach either through ``backbone.adapter``.
 """
 
 from __future__ import annotations

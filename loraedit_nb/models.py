@@ -138,7 +138,10 @@ class Backbone:
 
     @torch.no_grad()
     def encode_prompt(self, prompts: str | list[str]) -> torch.Tensor:
-        """Text embeddings ``(B, max_sequence_length, text_dim)`` exactly as the pipeline computes them."""
+        """Wan: text embeddings ``(B, max_sequence_length, text_dim)`` exactly as the pipeline computes them."""
+        if self.adapter.family != "wan":
+            raise TypeError(f"{self.name}'s text encoder also reads the conditioning image: use "
+                            "backbone.encode_context(prompt, image)")
         return self.pipeline()._get_t5_prompt_embeds(prompts, max_sequence_length=self.max_sequence_length,
                                           device=self.device, dtype=self.transformer.dtype)
 

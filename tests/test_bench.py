@@ -32,3 +32,11 @@ def test_memory_presets_are_training_configs():
     assert wan_config(memory_preset="24GB").fp8_base and wan_config(memory_preset="24GB").block_offload
     with pytest.raises(ValueError, match="memory_preset"):
         wan_config(memory_preset="12GB")
+
+
+def test_flop_count_for_hunyuan_13b_is_the_same_order_as_wan():
+    f = bench.hunyuan_flops(bench.HUNYUAN_13B_CONFIG, 49, 480, 832)
+    assert f["tokens"] == 13 * 30 * 52  # patch 2 on the x8 latent: the same token grid as Wan
+    # ~60 blocks of 12 d^2 per token at d = 3072 over 20.8k tokens, plus joint attention
+    assert 1.5e15 < f["train_step_flops"] < 2.2e15
+    assert f["train_step_flops"] < bench.transformer_flops(bench.WAN_14B_CONFIG, 49, 480, 832)["train_step_flops"]

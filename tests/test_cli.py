@@ -17,14 +17,16 @@ def clip_files(tmp_path):
     return tmp_path, video, mask
 
 
-def test_train_then_edit_from_the_shell(clip_files):
+@pytest.mark.parametrize("backbone", ["tiny-random", "tiny-hunyuan"])
+def test_train_then_edit_from_the_shell(clip_files, backbone):
     tmp, video, _ = clip_files
     run = tmp / "runs" / "demo"
-    common = ["--backbone", "tiny-random", "--frames", "5", "--height", "64", "--width", "64"]
+    common = ["--backbone", backbone, "--frames", "5", "--height", "64", "--width", "64"]
     main(["train", "--video", str(tmp / "clip.mp4"), "--mask", str(tmp / "mask.npz"), "--prompt", "a red square",
           "--out", str(run), "--steps", "3", "--rank", "4", "--colour-aug", "none", *common])
     info = json.loads((run / "run.json").read_text())
-    assert info["frames"] == 5 and (run / "lora" / "pytorch_lora_weights.safetensors").exists()
+    assert info["frames"] == 5 and info["backbone"] == backbone
+    assert (run / "lora" / "pytorch_lora_weights.safetensors").exists()
     mask = M.load(run / "mask.npz")
     assert mask.shape == (5, 64, 64) and mask[1:].any()
     write_image(tmp / "first.png", np.clip(video[0, :64, :64] + 0.2, 0, 1))
