@@ -67,33 +67,58 @@ def toy_cases(n: int = 8, *, size: int = 32, frames: int = 9, seed: int = 2024,
     return cases
 
 
+def training_recipe(variant: str) -> str | None:
+    """Which LoRA a variant needs: variants that differ only at inference share one (``motion_composite`` uses the
+    ``motion`` LoRA, ``motion+appearance_placed`` the ``motion+appearance`` one). None = no training."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    if variant in ("untuned", "untuned_masked"):
+        return None
+    return {"motion_composite": "motion", "motion+appearance_placed": "motion+appearance"}.get(variant, variant)
+
+
+def train_recipe(backbone, case: Case, recipe: str, config: TrainConfig, *, progress: bool = False):
+    """Train the LoRA of one recipe (see :func:`training_recipe`) on ``case``."""
+    if recipe == "naive_lora":
+        return train_lora(backbone, [naive_sample(case.source, case.prompt)], config, progress=progress)
+    c = config
+    if recipe == "motion_w2":
+        c = replace(config, w_generate=2.0, w_keep=1.0)
+    if recipe == "motion_noaug":
+        c = replace(config, colour_aug=None)
+    samples = [motion_sample(case.source, case.mask, case.prompt)]
+    if "appearance" in recipe:
+        samples += appearance_samples(case.source, case.mask, case.edited_frames, case.edited_prompt)
+    return train_lora(backbone, samples, c, progress=progress)
+
+
 def run_variant(backbone, case: Case, variant: str, config: TrainConfig | None = None, *, seed: int = 0,
-                progress: bool = False) -> dict:
-    """Produce ``case``'s edited video with ``variant``; returns metrics + the video (key ``video``)."""
+                progress: bool = False, lora_cache: dict | None = None) -> dict:
+    """Produce ``case``'s edited video with ``variant``; returns metrics + the video (key ``video``).
+
+    ``lora_cache``: a dict shared across the variants of one case; a LoRA trained for one variant is reused by the
+    variants that differ from it only at inference (same recipe, same seed: the same weights), saving their
+    training time. ``seconds`` always counts the LoRA's training time, reused or not (what the variant costs)."""
     cfg = config or toy_config(seed=seed)
     t0 = time.time()
     first = case.edited_frames[0]
     later = {i: f for i, f in case.edited_frames.items() if i != 0}
-    lora, mask = None, case.mask
+    mask = case.mask
     kw = dict(prompt=case.edited_prompt, seed=seed, progress=progress)
-    if variant in ("untuned", "naive_lora"):
-        mask_inf = i2v_edit_mask(*case.mask.shape)
-    else:
-        mask_inf = mask
-    if variant == "naive_lora":
-        lora = train_lora(backbone, [naive_sample(case.source, case.prompt)], cfg, progress=progress)
-    elif variant.startswith("motion"):
-        c = cfg
-        if variant == "motion_w2":
-            c = replace(cfg, w_generate=2.0, w_keep=1.0)
-        if variant == "motion_noaug":
-            c = replace(cfg, colour_aug=None)
-        samples = [motion_sample(case.source, mask, case.prompt)]
-        if "appearance" in variant:
-            samples += appearance_samples(case.source, mask, case.edited_frames, case.edited_prompt)
-        lora = train_lora(backbone, samples, c, progress=progress)
-    elif variant not in ("untuned", "untuned_masked"):
-        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    mask_inf = i2v_edit_mask(*case.mask.shape) if variant in ("untuned", "naive_lora") else mask
+    recipe = training_recipe(variant)
+    lora, train_s, reused = None, 0.0, False
+    if recipe is not None:
+        key = (case.name, recipe)
+        if lora_cache is not None and key in lora_cache:
+            lora, train_s = lora_cache[key]
+            reused = True
+        else:
+            lora = train_recipe(backbone, case, recipe, cfg, progress=progress)
+            train_s = time.time() - t0
+            if lora_cache is not None:
+                lora_cache[key] = (lora, train_s)
+    t1 = time.time()
     res = edit_video(backbone, lora, case.source, mask_inf, first, edited_frames=later or None,
                      place_edited_frames=variant == "motion+appearance_placed",
                      composite=variant == "motion_composite", **kw)
@@ -103,25 +128,73 @@ def run_variant(backbone, case: Case, variant: str, config: TrainConfig | None =
     tail = np.zeros_like(mask)
     tail[T // 2 :] = mask[T // 2 :]
     m["gt_psnr_region_late"] = psnr(case.ground_truth, res.video, tail) if tail.any() else math.nan
-    m.update(case=case.name, kind=case.kind, variant=variant, seconds=round(time.time() - t0, 2),
-             train_steps=len(lora.history) if lora is not None else 0)
+    m.update(case=case.name, kind=case.kind, variant=variant, seconds=round(train_s + time.time() - t1, 2),
+             train_steps=len(lora.history) if lora is not None else 0, lora_reused=reused)
     m["video"] = res.video
     return m
 
 
-def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConfig | None = None, *,
-                   out: str | Path | None = None, seed: int = 0, progress: bool = True) -> list[dict]:
-    """Every variant on every case. With ``out``: ``results.json``, ``results.md`` (table), ``bars.png`` and one
-    comparison video per case (source | mask | ground truth | variants...)."""
+def _run_cases(backbone, cases: list[Case], variants, config, seed: int, progress: bool):
     from tqdm.auto import tqdm
 
-    rows = []
-    videos: dict[str, dict[str, np.ndarray]] = {}
+    rows, videos = [], {}
     for case in tqdm(cases, desc="cases", disable=not progress):
+        cache: dict = {}  # per case: LoRAs are specific to their clip
         for v in variants:
-            r = run_variant(backbone, case, v, config, seed=seed)
+            r = run_variant(backbone, case, v, config, seed=seed, lora_cache=cache)
             videos.setdefault(case.name, {})[v] = r.pop("video")
             rows.append(r)
+    return rows, videos
+
+
+def _worker(backbone_name: str, case_idx: list[int], n_cases: int, variants, config, seed: int, threads: int, q):
+    import torch
+
+    from .models import load_backbone
+
+    torch.set_num_threads(threads)
+    cases = [toy_cases(n_cases)[i] for i in case_idx]
+    q.put(_run_cases(load_backbone(backbone_name), cases, variants, config, seed, progress=False))
+
+
+def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConfig | None = None, *,
+                   out: str | Path | None = None, seed: int = 0, progress: bool = True, workers: int = 1,
+                   threads_per_worker: int = 1) -> list[dict]:
+    """Every variant on every case. With ``out``: ``results.json``, ``results.md`` (table), ``bars.png`` and one
+    comparison video per case (source | mask | ground truth | variants...).
+
+    ``workers > 1`` splits the cases over that many processes (``backbone`` must then be a name for
+    :func:`~loraedit_nb.models.load_backbone` and ``cases`` the first ``len(cases)`` of :func:`toy_cases`): on a
+    small CPU, processes with one thread each beat one process with many threads for this tiny model. Results
+    are the same as with one worker (every training and generation is seeded per case)."""
+    if workers <= 1:
+        if isinstance(backbone, str):
+            from .models import load_backbone
+
+            backbone = load_backbone(backbone)
+        rows, videos = _run_cases(backbone, cases, variants, config, seed, progress)
+    else:
+        import multiprocessing as mp
+
+        if not isinstance(backbone, str) or [c.name for c in cases] != [c.name for c in toy_cases(len(cases))]:
+            raise ValueError("workers > 1 needs the backbone's name and cases = toy_cases(n): each process "
+                             "rebuilds both")
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        chunks = [list(range(len(cases)))[i::workers] for i in range(workers)]
+        procs = [ctx.Process(target=_worker, args=(backbone, ch, len(cases), variants, config, seed,
+                                                   threads_per_worker, q)) for ch in chunks if ch]
+        for p in procs:
+            p.start()
+        rows, videos = [], {}
+        for _ in procs:
+            r, v = q.get()
+            rows += r
+            videos.update(v)
+        for p in procs:
+            p.join()
+        order = {c.name: i for i, c in enumerate(cases)}
+        rows.sort(key=lambda r: (order[r["case"]], list(variants).index(r["variant"])))
     if out is not None:
         write_report(rows, cases, videos, Path(out), variants)
     return rows

@@ -70,7 +70,7 @@ def with_flow_shift(scheduler, flow_shift: float | None):
     return type(scheduler).from_config(scheduler.config, **{key: flow_shift})
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (2-3 % faster than no_grad on the toy model)
 def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negative_prompt: str | None = None,
              keyframes=None, steps: int | None = None, guidance: float | None = None,
              flow_shift: float | None = None, seed: int = 0, callback_on_step_end=None,

@@ -60,3 +60,21 @@ def test_evaluate_command_writes_table_and_json(tmp_path):
     assert "| motion |" in (out / "results.md").read_text() and (out / "bars.png").exists()
     with pytest.raises(ValueError, match="unknown variants"):
         main(["evaluate", "--variants", "nope", "--out", str(out)])
+
+
+def test_evaluation_reuses_loras_and_splits_cases_over_workers(tmp_path):
+    from loraedit_nb.comparisons import run_comparison, toy_cases
+    from loraedit_nb.training import toy_config
+
+    variants = ("untuned", "motion", "motion_composite")
+    cfg = toy_config(steps=2, rank=4, batch_size=1, colour_aug=None)
+    one = run_comparison("tiny-random", toy_cases(2), variants, cfg, progress=False)
+    two = run_comparison("tiny-random", toy_cases(2), variants, cfg, progress=False, workers=2,
+                         out=tmp_path / "eval")
+    assert [(r["case"], r["variant"]) for r in one] == [(r["case"], r["variant"]) for r in two]
+    for a, b in zip(one, two, strict=True):
+        assert a["gt_psnr_region"] == pytest.approx(b["gt_psnr_region"], abs=1e-3)
+    comp = [r for r in one if r["variant"] == "motion_composite"]
+    assert all(r["lora_reused"] and r["train_steps"] == 2 for r in comp)  # the motion LoRA, not a second run
+    assert not any(r["lora_reused"] for r in one if r["variant"] == "motion")
+    assert (tmp_path / "eval" / "results.md").exists()
