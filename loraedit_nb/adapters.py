@@ -31,6 +31,7 @@ class Adapter:
     lora_targets: tuple[str, ...] = ()
     pipeline_class: type = object
     default_negative_prompt: str = ""
+    supports_keyframes: bool = True  # can a single later frame be given (keyframes, first-last-frame mode)?
 
     def mask_channels(self, vae) -> int:
         raise NotImplementedError

@@ -48,14 +48,15 @@ def per_frame_psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None
     return np.array([psnr(a[t], b[t], None if where is None else where[t]) for t in range(len(a))])
 
 
-def mask_configurations(mask: np.ndarray) -> dict[str, np.ndarray]:
+def mask_configurations(mask: np.ndarray, *, keyframes: bool = True) -> dict[str, np.ndarray]:
     """The edit masks (True = generate) of Fig. 2's five configurations, from an object mask ``(T, H, W)``.
 
     ``first_frame``: everything after frame 0 generated (diffusers' own I2V condition); ``full_video``: nothing
     generated (every frame given — a model that reads the mask must give the source back); ``foreground``: the
     object region generated on every frame, the background given (LoRA-Edit's editing mask); ``background``: the
     complement — the background generated, the object given; ``first_last``: frames 1..T-2 generated, the first
-    and last frames given (Wan's first-last-frame mode).
+    and last frames given (Wan's first-last-frame mode) — left out with ``keyframes=False`` (backbones whose mask
+    cannot give a single later frame: ``backbone.adapter.supports_keyframes``, HunyuanVideo-I2V).
     """
     mask = check_mask(mask)
     T, H, W = mask.shape
@@ -63,13 +64,16 @@ def mask_configurations(mask: np.ndarray) -> dict[str, np.ndarray]:
     bg = ~mask
     for m in (fg, bg):
         m[0] = False  # frame 0 is given in every configuration
-    return {
+    configs = {
         "first_frame": i2v_edit_mask(T, H, W),
         "full_video": np.zeros((T, H, W), bool),
         "foreground": fg,
         "background": bg,
         "first_last": i2v_edit_mask(T, H, W, last_frame=True),
     }
+    if not keyframes:
+        del configs["first_last"]
+    return configs
 
 
 @dataclass

@@ -25,12 +25,18 @@ mask, 4 channels per latent frame  **1 channel** per latent frame: a latent voxe
 (one per pixel frame)              pixel frames it covers are kept (min over the 4), so nothing of the edit region
                                    ever leaks in through the condition. An approximation: Wan sees which of the 4
                                    frames are kept; Hunyuan sees only "all of them or not".
+edited later frames placed in the  **not expressible**: a given frame shares its latent frame (and its one mask
+condition; first-last-frame mode   channel) with 3 generated ones. Refused with a message; the appearance regime
+                                   (training on edited frames) works as on Wan.
 first frame                        latent frame 0, encoded from frame 0 alone as the stock pipeline encodes the
                                    image (the VAE's GroupNorm spans time, so frame 0 inside the clip would encode
                                    differently) — exact, tested against the stock pipeline.
 text + CLIP image tokens           Llava text encoder that *sees the conditioning image* (its image tokens join
                                    the prompt) + pooled CLIP text. Training encodes each sample's prompt with its
-                                   first frame; inference with the edited first frame.
+                                   first frame; inference with the edited first frame. Appearance samples show it
+                                   the *source* frame (as the official Wan code shows CLIP) while their target is
+                                   the edited one: on Hunyuan ~288 tokens of the unedited frame then sit in the
+                                   text stream. Unmeasured; an ablation on the real model would settle it.
 output frames                      all ``T`` frames are decoded. (The stock pipeline drops the first 4 decoded
                                    frames of its output, as the official code does; LoRA-Edit needs every frame
                                    aligned with the source, so we decode the full latent ourselves.)
@@ -71,10 +77,31 @@ def pack_mask_1ch(keep: torch.Tensor, geometry: LatentGeometry, *, reduce: str =
     return pack_mask(keep, geometry, reduce=reduce).amin(1, keepdim=True)
 
 
+def check_no_keyframes(keep: torch.Tensor, temporal: int = 4) -> None:
+    """Refuse a later frame given whole (an edited keyframe, first-last-frame mode) when the other frames of its
+    latent frame are not: one mask channel per latent frame cannot say "this one of the 4 frames is given", and
+    the min over the 4 would silently drop it."""
+    whole = keep[:, 0, 1:].flatten(2).amin(-1) > 0.5  # (B, T - 1): later frames given entirely
+    if not whole.any():
+        return
+    grouped = whole.view(whole.shape[0], -1, temporal)  # the 4 pixel frames of each latent frame >= 1
+    partial = grouped.any(-1) & ~grouped.all(-1)
+    if partial.any():
+        b, k = (int(i) for i in partial.nonzero()[0])
+        frames = [1 + temporal * k + j for j in range(temporal) if grouped[b, k, j]]
+        raise ValueError(
+            f"frame(s) {frames} are given whole, but HunyuanVideo-I2V has one mask channel per latent frame "
+            f"(pixel frames {1 + temporal * k}..{temporal * (k + 1)}), so a single given frame cannot be expressed "
+            "and would be dropped. On Hunyuan, train on edited later frames (appearance regime) without placing "
+            "them in the condition (place_edited_frames=False), or use a Wan backbone, whose 4 mask channels can.")
+
+
 def hunyuan_condition(vae, cond_pixels: torch.Tensor, keep: torch.Tensor, *, reduce: str = "nearest"
                       ) -> torch.Tensor:
     """``cond_pixels`` ``(B, 3, T, H, W)`` in [-1, 1] + ``keep`` ``(B, 1, T, H, W)`` -> ``(B, z + 1, L, h, w)`` =
-    ``cat([condition latent * mask, mask])``, the channels after the noisy latent in Hunyuan's 33-channel input."""
+    ``cat([condition latent * mask, mask])``, the channels after the noisy latent in Hunyuan's 33-channel input.
+    A later frame given alone (keyframe) raises: see :func:`check_no_keyframes`."""
+    check_no_keyframes(keep, LatentGeometry.of(vae).temporal)
     lat = encode(vae, cond_pixels)
     # latent frame 0 from frame 0 alone, as the stock pipeline encodes the image: Hunyuan's VAE normalises over
     # time (GroupNorm), so frame 0's latent inside a clip differs from the image's own
@@ -93,6 +120,7 @@ class MaskedHunyuanI2VPipeline(HunyuanVideoImageToVideoPipeline):
     returned as float ``(B, T, H, W, 3)`` in [0, 1]; without it the pipeline is the stock one.
     """
 
+    @torch.no_grad()
     def __call__(self, *args, condition: torch.Tensor | None = None, **kwargs):
         if condition is None:
             return super().__call__(*args, **kwargs)
@@ -111,6 +139,11 @@ class MaskedHunyuanI2VPipeline(HunyuanVideoImageToVideoPipeline):
 
         final = {}
         user_cb = kwargs.pop("callback_on_step_end", None)
+        kwargs.pop("output_type", None)  # the full latent is decoded here, always to float frames
+        inputs = list(kwargs.pop("callback_on_step_end_tensor_inputs", None) or getattr(user_cb, "tensor_inputs", None)
+                      or ["latents"])
+        if "latents" not in inputs:
+            inputs.append("latents")
 
         def keep_latents(pipe, i, t, kw):
             out = user_cb(pipe, i, t, kw) if user_cb is not None else {}
@@ -119,7 +152,8 @@ class MaskedHunyuanI2VPipeline(HunyuanVideoImageToVideoPipeline):
 
         handle = self.transformer.register_forward_pre_hook(swap, with_kwargs=True)
         try:
-            super().__call__(*args, callback_on_step_end=keep_latents, output_type="latent", **kwargs)
+            super().__call__(*args, callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=inputs,
+                             output_type="latent", **kwargs)
         finally:
             handle.remove()
         lat = final["latents"].to(self.vae.dtype) / self.vae_scaling_factor
@@ -132,6 +166,7 @@ class HunyuanI2VAdapter(Adapter):
     """HunyuanVideo-I2V (``latent_concat``): condition ``(B, z + 1, L, h, w)`` = ``[latent * mask | mask]``."""
 
     family = "hunyuan"
+    supports_keyframes = False  # one mask channel per latent frame: see check_no_keyframes
     lora_targets = HUNYUAN_TARGETS
     pipeline_class = HunyuanVideoImageToVideoPipeline
 
@@ -188,8 +223,8 @@ class HunyuanI2VAdapter(Adapter):
         pipe = self.pipeline(backbone, MaskedHunyuanI2VPipeline)
         pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
         pipe.set_progress_bar_config(disable=not progress, leave=False)
-        cfg = guidance > 1.0 and negative_prompt is not None
-        out = pipe(image=_pil(first_frame), prompt=prompt, negative_prompt=negative_prompt if cfg else None,
+        cfg = guidance > 1.0  # true CFG, as Wan's pipeline does it: a missing negative prompt is the empty one
+        out = pipe(image=_pil(first_frame), prompt=prompt, negative_prompt=(negative_prompt or "") if cfg else None,
                    true_cfg_scale=guidance if cfg else 1.0,
                    guidance_scale=backbone.defaults.get("embedded_guidance", 1.0), condition=condition,
                    height=height, width=width, num_frames=num_frames, num_inference_steps=steps,
@@ -274,8 +309,10 @@ def load_hunyuan_hub(repo_id: str, dtype, device):  # pragma: no cover - needs t
 
     from .models import Backbone
 
+    cfg = HunyuanVideoTransformer3DModel.load_config(repo_id, subfolder="transformer")  # a few KB
+    if cfg.get("image_condition_type") != "latent_concat":  # refuse token_replace before the 26 GB download
+        HunyuanI2VAdapter.for_transformer(type("T", (), {"config": cfg})())
     transformer = HunyuanVideoTransformer3DModel.from_pretrained(repo_id, subfolder="transformer", torch_dtype=dtype)
-    HunyuanI2VAdapter.for_transformer(transformer)  # refuse token_replace checkpoints before the big download
     pipe = HunyuanVideoImageToVideoPipeline.from_pretrained(repo_id, transformer=transformer, torch_dtype=dtype)
     pipe.vae.to(torch.float32)
     bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder, None,

@@ -35,6 +35,12 @@ def backbone_signature(transformer) -> str:
     return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _sizes(transformer) -> dict:
+    """The few config sizes that tell backbones apart in messages (each family has its own keys)."""
+    keys = ("num_layers", "num_single_layers", "in_channels", "ffn_dim", "num_attention_heads")
+    return {k: transformer.config.get(k) for k in keys if transformer.config.get(k) is not None}
+
+
 def add_lora(transformer, *, rank: int = 16, alpha: float | None = None, targets=DEFAULT_TARGETS,
              adapter_name: str = "default", dtype: torch.dtype = torch.float32) -> int:
     """Freeze the transformer and attach a fresh LoRA (B initialised to zero: the model starts unchanged).
@@ -95,7 +101,7 @@ def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], *, t
     adapter_for(transformer).pipeline_class.save_lora_weights(
         tmp, transformer_lora_layers=state_dict, weight_name=WEIGHT_NAME, transformer_lora_adapter_metadata=meta)
     info = {"rank": rank, "alpha": alpha, "targets": _targets(targets), "backbone": backbone_signature(transformer),
-            "backbone_config": {k: transformer.config.get(k) for k in ("num_layers", "in_channels", "ffn_dim")},
+            "backbone_config": _sizes(transformer),
             **(extra or {})}
     (tmp / META_NAME).write_text(json.dumps(info, indent=1))
     if path.exists():
@@ -130,8 +136,7 @@ def check_compatible(path: str | os.PathLike, transformer) -> dict:
     if sig and sig != backbone_signature(transformer):
         raise ValueError(
             f"the LoRA in {path} was trained for another backbone ({meta.get('backbone_config')}) than this one "
-            f"(num_layers={transformer.config.get('num_layers')}, in_channels={transformer.config.get('in_channels')}, "
-            f"ffn_dim={transformer.config.get('ffn_dim')}). Load the backbone it was trained on, or retrain it.")
+            f"({_sizes(transformer)}). Load the backbone it was trained on, or retrain it.")
     return meta
 
 

@@ -297,6 +297,7 @@ def _load_folder(path: Path, dtype, device) -> Backbone:
 
 def _load_hunyuan_folder(path: Path, meta: dict, dtype, device) -> Backbone:
     from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPTextModel, LlavaForConditionalGeneration
 
     from .hunyuan import HUNYUAN_DEFAULTS
@@ -315,7 +316,7 @@ def _load_hunyuan_folder(path: Path, meta: dict, dtype, device) -> Backbone:
                   defaults=meta.get("defaults") or dict(HUNYUAN_DEFAULTS),
                   tokenizer_2=AutoTokenizer.from_pretrained(path / "tokenizer_2"),
                   text_encoder_2=CLIPTextModel.from_pretrained(path / "text_encoder_2", dtype=dtype),
-                  prompt_template=meta.get("prompt_template"))
+                  prompt_template=meta.get("prompt_template") or dict(DEFAULT_PROMPT_TEMPLATE))
     bb.adapter  # noqa: B018 - refuses a token_replace transformer with a clear message
     for m in (bb.transformer, bb.vae, bb.text_encoder, bb.text_encoder_2):
         m.eval().to(device)

@@ -298,7 +298,7 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
 
     cached = cache_samples(backbone, samples, cfg, progress=progress and accelerator.is_main_process)
     if cfg.offload_encoders and backbone.device.type == "cuda":
-        for m in (backbone.text_encoder, backbone.image_encoder, backbone.vae):
+        for m in (backbone.text_encoder, backbone.text_encoder_2, backbone.image_encoder, backbone.vae):
             if m is not None:
                 m.to("cpu")
         torch.cuda.empty_cache()
@@ -397,7 +397,7 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
     if cfg.gradient_checkpointing:
         tr.disable_gradient_checkpointing()
     if cfg.offload_encoders and backbone.device.type == "cuda":
-        for m in (backbone.text_encoder, backbone.image_encoder, backbone.vae):
+        for m in (backbone.text_encoder, backbone.text_encoder_2, backbone.image_encoder, backbone.vae):
             if m is not None:
                 m.to(backbone.device)
     run = LoraRun(lora_state_dict(tr), cfg, history, seconds=time.time() - t_start)

@@ -261,7 +261,7 @@ show_images({"packed mask (rows: channels, columns: latent frames)": viz.packed_
 # | (e) first + last frame | frames 1…T-2 | frames 0 and T-1 (Wan's FLF mode) |
 
 # %%
-configs = exploration.mask_configurations(mask)
+configs = exploration.mask_configurations(mask, keyframes=bb.adapter.supports_keyframes)  # Hunyuan: no (e)
 results = exploration.run_configurations(bb, video, mask, None, prompt, configs=configs, seed=SEED, steps=STEPS)
 show_videos({f"{r.title[:3]} input": up(r.condition) for r in results.values()}
             | {f"{r.title[:3]} output": up(r.output) for r in results.values()}, columns=5, height=160)

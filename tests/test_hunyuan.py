@@ -162,3 +162,36 @@ def test_token_replace_variant_is_refused_with_the_reason():
                                         image_condition_type="token_replace")
     with pytest.raises(ValueError, match="no mask channel"):
         adapter_for(tr)
+
+
+def test_single_given_later_frames_are_refused_not_dropped(hy):
+    from loraedit_nb.inference import edit_video
+
+    video, mask = _clip()
+    with pytest.raises(ValueError, match="one mask channel per latent frame"):
+        C.build_condition(hy.vae, video, C.i2v_edit_mask(*video.shape[:3], last_frame=True), adapter=hy.adapter)
+    with pytest.raises(ValueError, match="place_edited_frames=False"):
+        edit_video(hy, None, video, mask, video[0], edited_frames={8: video[8]}, place_edited_frames=True,
+                   progress=False)
+    # whole latent frames given (frames 5..8) are expressible and kept
+    m = C.i2v_edit_mask(*video.shape[:3])
+    m[5:] = False
+    cond = C.build_condition(hy.vae, video, m, adapter=hy.adapter)
+    assert cond[0, -1, 2].min() == 1 and cond[0, -1, 1].max() == 0
+
+
+def test_pipeline_call_is_gradient_free_and_keeps_user_callbacks(hy):
+    from loraedit_nb.hunyuan import MaskedHunyuanI2VPipeline
+
+    video, mask = _clip()
+    cond = C.build_condition(hy.vae, video, mask, adapter=hy.adapter)
+    pipe = hy.pipeline(MaskedHunyuanI2VPipeline)
+    seen = []
+
+    def cb(p, i, t, kw):
+        seen.append(sorted(kw))
+        return {}
+    out = pipe(image=_pil(video[0]), prompt="a red square", condition=cond, height=32, width=32, num_frames=9,
+               num_inference_steps=2, prompt_template=hy.prompt_template, max_sequence_length=16,
+               callback_on_step_end=cb, callback_on_step_end_tensor_inputs=["prompt_embeds"], output_type="pil")
+    assert out.shape == (1, 9, 32, 32, 3) and seen == [["latents", "prompt_embeds"]] * 2
