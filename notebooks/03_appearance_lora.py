@@ -211,11 +211,14 @@ plt.show()
 # condition* (`place_edited_frames=True`, notebook 04's subject) — the upper end of what the edited frames can do.
 
 # %%
+PLACE = bb.adapter.supports_keyframes  # HunyuanVideo-I2V's one mask channel per latent frame cannot give one frame
+if not PLACE:
+    print(f"{bb.name}: edited frames cannot be placed in this backbone's condition; the 4th edit equals the 2nd")
 runs = {"motion only": motion_run, "+ appearance (stage 2)": staged_run, "joint run": joint_run}
 edits = {name: edit_video(bb, r, video, mask, edited_frames[0], prompt=edited_prompt, steps=STEPS, seed=SEED,
                           progress=False).video for name, r in runs.items()}
 edits["stage 2 + frames given"] = edit_video(bb, staged_run, video, mask, edited_frames[0], prompt=edited_prompt,
-                                             edited_frames=edited_frames, place_edited_frames=True, steps=STEPS,
+                                             edited_frames=edited_frames, place_edited_frames=PLACE, steps=STEPS,
                                              seed=SEED, progress=False).video
 show_videos({"source": up(video)} | ({"ground truth": up(gt)} if gt is not None else {})
             | {k: up(v) for k, v in edits.items()}, columns=3)

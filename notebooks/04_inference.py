@@ -143,6 +143,11 @@ print(summarize(appearance_lora))
 #   the source's (useful with a real VAE, which is not lossless; off by default).
 
 # %%
+PLACE = bb.adapter.supports_keyframes  # HunyuanVideo-I2V's one mask channel per latent frame cannot give one frame
+if not PLACE:
+    print(f"{bb.name}: edited frames cannot be placed in this backbone's condition ('placed' = not placed here)")
+
+
 def run(lora, **kw):
     return edit_video(bb, lora, video, mask, edited_frames[0], prompt=edited_prompt, steps=STEPS, seed=SEED,
                       progress=False, **kw)
@@ -152,8 +157,8 @@ results = {
     "un-tuned": run(None),
     "motion LoRA": run(motion_lora),
     "appearance LoRA": run(appearance_lora),
-    "+ edited frames placed": run(appearance_lora, edited_frames=edited_frames, place_edited_frames=True),
-    "+ composite": run(appearance_lora, edited_frames=edited_frames, place_edited_frames=True, composite=True),
+    "+ edited frames placed": run(appearance_lora, edited_frames=edited_frames, place_edited_frames=PLACE),
+    "+ composite": run(appearance_lora, edited_frames=edited_frames, place_edited_frames=PLACE, composite=True),
 }
 
 # %% [markdown]
