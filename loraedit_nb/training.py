@@ -350,6 +350,8 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
               f"~{mem['estimated_weights_gb']} GB weights + {mem['estimated_lora_and_optimizer_gb']} GB LoRA/optimiser;"
               f" {len(video_pool)} video + {len(app_pool)} appearance cached samples, P(appearance)={ratio:.2f}")
 
+    # diffusers' gradient checkpointing triggers torch's use_reentrant notice on every step: silence it here only
+    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*use_reentrant.*")
     bar = tqdm(total=cfg.steps, initial=step, desc="LoRA training", disable=not progress or
                not accelerator.is_main_process)
     interrupted = False
@@ -445,4 +447,3 @@ __all__ = [
     "TrainConfig", "toy_config", "wan_config", "default_config", "CachedSample", "cache_samples", "LoraRun",
     "train_lora", "loss_curve", "summarize", "memory_report",
 ]
-warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*use_reentrant.*")
