@@ -181,6 +181,19 @@ class Backbone:
         (path / META_FILE).write_text(json.dumps(meta, indent=1))
         return path
 
+    def fingerprint(self) -> str:
+        """A short hash of the transformer's weights: tells a re-trained backbone from the one a saved LoRA was
+        made on (the architecture check in :mod:`loraedit_nb.lora` cannot: same shapes)."""
+        import hashlib
+
+        h = hashlib.sha1()
+        base = sorted((k.replace(".base_layer", ""), v) for k, v in self.transformer.state_dict().items()
+                      if "lora_" not in k)  # the same with or without a LoRA attached
+        for name, p in base[:: max(1, len(base) // 8)]:
+            h.update(name.encode())
+            h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
+        return h.hexdigest()[:12]
+
     def to(self, device=None, dtype=None) -> Backbone:
         for m in (self.transformer, self.vae, self.text_encoder, self.image_encoder, self.text_encoder_2):
             if m is not None:

@@ -225,7 +225,7 @@ show_videos({"source": up(video)} | {k: up(v) for k, v in recon.items()})
 # %%
 path = run.save(OUT / "lora", bb)
 clip_params = dict(BACKBONE=BACKBONE, CLIP=CLIP, SCENE_SEED=SCENE_SEED, FRAMES=FRAMES, HEIGHT=HEIGHT, WIDTH=WIDTH,
-                   MASK_DILATE=MASK_DILATE, TRAIN_STEPS=TRAIN_STEPS)
+                   MASK_DILATE=MASK_DILATE, TRAIN_STEPS=TRAIN_STEPS, WEIGHTS=bb.fingerprint())
 (OUT / "clip.json").write_text(json.dumps(clip_params))
 print(path, sorted(p.name for p in Path(path).iterdir()))
 

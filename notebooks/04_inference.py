@@ -116,7 +116,7 @@ show_videos({"source": up(video), "mask (red = edit)": up(masks.overlay(video, m
 
 # %%
 clip_params = dict(BACKBONE=BACKBONE, CLIP=CLIP, SCENE_SEED=SCENE_SEED, FRAMES=FRAMES, HEIGHT=HEIGHT, WIDTH=WIDTH,
-                   MASK_DILATE=MASK_DILATE, TRAIN_STEPS=TRAIN_STEPS)
+                   MASK_DILATE=MASK_DILATE, TRAIN_STEPS=TRAIN_STEPS, WEIGHTS=bb.fingerprint())
 saved = OUTPUTS / "02"
 motion_sample = R.motion_sample(video, mask, prompt)
 if REUSE_02 and (saved / "clip.json").exists() and json.loads((saved / "clip.json").read_text()) == clip_params:

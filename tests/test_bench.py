@@ -40,3 +40,14 @@ def test_flop_count_for_hunyuan_13b_is_the_same_order_as_wan():
     # ~60 blocks of 12 d^2 per token at d = 3072 over 20.8k tokens, plus joint attention
     assert 1.5e15 < f["train_step_flops"] < 2.2e15
     assert f["train_step_flops"] < bench.transformer_flops(bench.WAN_14B_CONFIG, 49, 480, 832)["train_step_flops"]
+
+
+def test_full_size_script_dry_runs_on_cpu_for_both_families(tmp_path):
+    """The GPU benchmark's own code path (random weights built on the meta device, LoRA, one training step, MFU),
+    at one block and a tiny clip so that it fits a CPU: what a GPU run executes, minus the size."""
+    bench.main(["--wan-full", "--hunyuan-full", "--layers", "1", "--frames", "5", "--height", "32", "--width", "32",
+                "--options", "ckpt", "--json", str(tmp_path / "full.json")])
+    rows = json.loads((tmp_path / "full.json").read_text())
+    assert [r["backbone"] for r in rows] == ["wan14b-random-1L", "hunyuan13b-random-1L"], rows
+    for r in rows:
+        assert "error" not in r and r["s_per_step"] > 0 and r["tokens"] == 2 * 2 * 2 and r["mfu"] > 0

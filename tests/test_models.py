@@ -76,3 +76,14 @@ def test_load_clip_for_the_notebooks():
     assert bunny.mask[1:].any() and bunny.edited_frames[0].shape == (32, 64, 3)
     with pytest.raises(ValueError, match="toy' or 'bunny"):
         load_clip("other", frames=9, height=32, width=32)
+
+
+def test_fingerprint_tells_retrained_weights_apart_but_ignores_an_attached_lora():
+    from loraedit_nb.lora import add_lora
+    from loraedit_nb.models import tiny_random_backbone
+
+    a, b = tiny_random_backbone(seed=0, image_encoder=False), tiny_random_backbone(seed=1, image_encoder=False)
+    fa = a.fingerprint()
+    assert fa != b.fingerprint() and fa == tiny_random_backbone(seed=0, image_encoder=False).fingerprint()
+    add_lora(a.transformer, rank=4)
+    assert a.fingerprint() == fa
