@@ -209,7 +209,7 @@ def _full_inputs(model: str, cfg: dict, frames: int, height: int, width: int, de
     return z0, cond, ctx
 
 
-def _wan_full_rows(frames: int, height: int, width: int, option: str, steps: int, layers: int | None,
+def _full_rows(frames: int, height: int, width: int, option: str, steps: int, layers: int | None,
                    peak_tflops: float, model: str, q) -> None:
     """One training-step measurement of a full-size transformer (Wan 14B / Hunyuan 13B) with random weights."""
     import torch
@@ -272,7 +272,7 @@ def run_wan_full(frames_list=(17, 33, 49, 81), options=("ckpt", "fp8", "block_of
     for T in frames_list:
         for opt in options:
             try:
-                rows.append(_run(_wan_full_rows, T, height, width, opt, steps, layers, peak_tflops, model))
+                rows.append(_run(_full_rows, T, height, width, opt, steps, layers, peak_tflops, model))
             except Exception as e:  # an OOM in a child shows up as a dead queue
                 rows.append({"stage": "wan_full_train_step", "backbone": model, "frames": T, "option": opt,
                              "error": str(e)[:200]})

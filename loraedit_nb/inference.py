@@ -203,8 +203,7 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     if negative_prompt is None:
         from .models import WAN_NEGATIVE_PROMPT
 
-        tiny = backbone.name in ("toy", "tiny-random", "tiny-hunyuan")
-        negative_prompt = "" if tiny or backbone.adapter.family != "wan" else WAN_NEGATIVE_PROMPT
+        negative_prompt = "" if backbone.is_tiny or backbone.adapter.family != "wan" else WAN_NEGATIVE_PROMPT
     use_lora(backbone, lora)
     if vae_tiling:
         backbone.vae.enable_tiling()

@@ -108,6 +108,16 @@ class Backbone:
     prompt_template: dict | None = None  # Hunyuan: the Llava prompt template (where the image tokens go)
 
     @property
+    def encoders(self) -> list[torch.nn.Module]:
+        """Every module besides the transformer (VAE, text and image encoders): what is offloaded or moved with it."""
+        return [m for m in (self.vae, self.text_encoder, self.text_encoder_2, self.image_encoder) if m is not None]
+
+    @property
+    def is_tiny(self) -> bool:
+        """The embedded toy model or a tiny random stack: toy-scale training settings, no Hub negative prompt."""
+        return self.name in TINY_BACKBONES
+
+    @property
     def adapter(self):
         """The family adapter (:mod:`loraedit_nb.adapters`): Wan's, or Hunyuan's for a Hunyuan transformer."""
         from .adapters import adapter_for
@@ -152,10 +162,11 @@ class Backbone:
         if not self.has_image_encoder:
             return None
         import numpy as np
-        from PIL import Image
+
+        from .adapters import _pil
 
         if isinstance(image, np.ndarray):
-            image = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+            image = _pil(image)
         return self.pipeline().encode_image(image, self.device).to(self.transformer.dtype)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
@@ -195,14 +206,15 @@ class Backbone:
         return h.hexdigest()[:12]
 
     def to(self, device=None, dtype=None) -> Backbone:
-        for m in (self.transformer, self.vae, self.text_encoder, self.image_encoder, self.text_encoder_2):
-            if m is not None:
-                m.to(device=device, dtype=dtype if m is self.transformer else None)
+        self.transformer.to(device=device, dtype=dtype)
+        for m in self.encoders:
+            m.to(device=device)
         return self
 
 
 # ----------------------------------------------------------------------------------------------- defaults
 WAN_DEFAULTS = dict(height=480, width=832, num_frames=49, steps=30, guidance=5.0, flow_shift=5.0, fps=16)
+TINY_BACKBONES = ("toy", "tiny-random", "tiny-hunyuan")
 TINY_DEFAULTS = dict(height=64, width=64, num_frames=9, steps=4, guidance=1.0, flow_shift=3.0, fps=8)
 
 
@@ -302,9 +314,8 @@ def _load_folder(path: Path, dtype, device) -> Backbone:
                   AutoTokenizer.from_pretrained(path / "tokenizer"), text_encoder, enc, proc,
                   max_sequence_length=int(meta.get("max_sequence_length", 512)),
                   defaults=meta.get("defaults") or dict(WAN_DEFAULTS))
-    for m in (bb.transformer, bb.vae, bb.text_encoder, bb.image_encoder):
-        if m is not None:
-            m.eval().to(device)
+    for m in (bb.transformer, *bb.encoders):
+        m.eval().to(device)
     return bb
 
 
@@ -331,7 +342,7 @@ def _load_hunyuan_folder(path: Path, meta: dict, dtype, device) -> Backbone:
                   text_encoder_2=CLIPTextModel.from_pretrained(path / "text_encoder_2", dtype=dtype),
                   prompt_template=meta.get("prompt_template") or dict(DEFAULT_PROMPT_TEMPLATE))
     bb.adapter  # noqa: B018 - refuses a token_replace transformer with a clear message
-    for m in (bb.transformer, bb.vae, bb.text_encoder, bb.text_encoder_2):
+    for m in (bb.transformer, *bb.encoders):
         m.eval().to(device)
     return bb
 

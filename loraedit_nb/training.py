@@ -113,8 +113,7 @@ def wan_config(memory_preset: str | None = None, **overrides) -> TrainConfig:
 def default_config(backbone, **overrides) -> TrainConfig:
     """Toy-scale settings for the embedded and tiny backbones, the paper's (``wan_config``) for real models of
     either family (HunyuanVideo-I2V uses the same presets: its 13B transformer is sized like Wan's 14B)."""
-    tiny = backbone.name in ("toy", "tiny-random", "tiny-hunyuan")
-    return toy_config(**overrides) if tiny else wan_config(**overrides)
+    return toy_config(**overrides) if backbone.is_tiny else wan_config(**overrides)
 
 
 # ----------------------------------------------------------------------------------------------- caching
@@ -298,9 +297,8 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
 
     cached = cache_samples(backbone, samples, cfg, progress=progress and accelerator.is_main_process)
     if cfg.offload_encoders and backbone.device.type == "cuda":
-        for m in (backbone.text_encoder, backbone.text_encoder_2, backbone.image_encoder, backbone.vae):
-            if m is not None:
-                m.to("cpu")
+        for m in backbone.encoders:
+            m.to("cpu")
         torch.cuda.empty_cache()
     groups = {r: [c for c in cached if c.regime == r] for r in ("motion", "appearance", "naive")}
     video_pool = groups["motion"] + groups["naive"]
@@ -399,9 +397,8 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
     if cfg.gradient_checkpointing:
         tr.disable_gradient_checkpointing()
     if cfg.offload_encoders and backbone.device.type == "cuda":
-        for m in (backbone.text_encoder, backbone.text_encoder_2, backbone.image_encoder, backbone.vae):
-            if m is not None:
-                m.to(backbone.device)
+        for m in backbone.encoders:
+            m.to(backbone.device)
     run = LoraRun(lora_state_dict(tr), cfg, history, seconds=time.time() - t_start)
     if out_dir is not None and accelerator.is_main_process and not interrupted:
         run.save(out_dir / "lora", backbone)
