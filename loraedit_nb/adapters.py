@@ -55,6 +55,10 @@ class Adapter:
     def pipeline(self, backbone, cls: type | None = None):
         raise NotImplementedError
 
+    def context_modules(self, backbone) -> list[torch.nn.Module]:
+        """The encoders ``encode_context`` runs once the prompts are cached (brought to the GPU for that pass)."""
+        return [m for m in (backbone.text_encoder, backbone.text_encoder_2, backbone.image_encoder) if m is not None]
+
     def generate(self, backbone, condition: torch.Tensor, first_frame: np.ndarray, *, prompt: str,
                  negative_prompt: str | None, num_frames: int, height: int, width: int, steps: int,
                  guidance: float, flow_shift: float | None, generator: torch.Generator,
@@ -114,6 +118,9 @@ class WanAdapter(Adapter):
         # the 4 mask channels lead (Wan's temporal factor is 4 for every Wan-family VAE, toy included)
         return condition[:, :4]
 
+    def context_modules(self, backbone):
+        return [backbone.image_encoder] if backbone.image_encoder is not None else []  # text: Backbone.prompt_cache
+
     def encode_context(self, backbone, prompt, image, memo=None):
         memo = {} if memo is None else memo
         if prompt not in memo:
@@ -130,14 +137,20 @@ class WanAdapter(Adapter):
     def generate(self, backbone, condition, first_frame, *, prompt, negative_prompt, num_frames, height, width,
                  steps, guidance, flow_shift, generator, callback_on_step_end=None, progress=True):
         from .inference import MaskedWanI2VPipeline, with_flow_shift
+        from .memory import onload
 
         pipe = self.pipeline(backbone, MaskedWanI2VPipeline)
+        pipe._staged_device = backbone.device  # compute there; encoders come one at a time (memory.onload)
         pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
         pipe.set_progress_bar_config(disable=not progress, leave=False)
-        out = pipe(image=_pil(first_frame), prompt=prompt, negative_prompt=negative_prompt, condition=condition,
-                   height=height, width=width, num_frames=num_frames, num_inference_steps=steps,
-                   guidance_scale=guidance, max_sequence_length=backbone.max_sequence_length, output_type="np",
-                   generator=generator, callback_on_step_end=callback_on_step_end).frames
+        # prompts through the backbone's cache: the text encoder runs (or is reloaded) only for a new prompt
+        emb = backbone.encode_prompt(prompt)
+        neg = backbone.encode_prompt(negative_prompt or "") if guidance > 1 else None
+        with onload(backbone.vae, backbone.device):
+            out = pipe(image=_pil(first_frame), prompt_embeds=emb, negative_prompt_embeds=neg, condition=condition,
+                       height=height, width=width, num_frames=num_frames, num_inference_steps=steps,
+                       guidance_scale=guidance, max_sequence_length=backbone.max_sequence_length, output_type="np",
+                       generator=generator, callback_on_step_end=callback_on_step_end).frames
         return np.asarray(out[0], dtype=np.float32)
 
 

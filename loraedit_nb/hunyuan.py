@@ -56,6 +56,7 @@ from diffusers import HunyuanVideoImageToVideoPipeline
 
 from .adapters import Adapter, _pil
 from .conditioning import LatentGeometry, encode, pack_mask
+from .memory import StagedPipelineMixin
 
 HUNYUAN_I2V = "hunyuanvideo-community/HunyuanVideo-I2V-33ch"
 # 480p settings (the paper's resolution); the 33ch model is run without CFG by its authors (guidance 1)
@@ -111,7 +112,7 @@ def hunyuan_condition(vae, cond_pixels: torch.Tensor, keep: torch.Tensor, *, red
 
 
 # ----------------------------------------------------------------------------------------------- pipeline
-class MaskedHunyuanI2VPipeline(HunyuanVideoImageToVideoPipeline):
+class MaskedHunyuanI2VPipeline(StagedPipelineMixin, HunyuanVideoImageToVideoPipeline):
     """``HunyuanVideoImageToVideoPipeline`` that takes a prepared condition ``(B or 1, z + 1, L, h, w)``.
 
     The stock ``__call__`` runs unchanged (prompt encoding with the image, scheduler, true CFG, callbacks); a
@@ -119,6 +120,10 @@ class MaskedHunyuanI2VPipeline(HunyuanVideoImageToVideoPipeline):
     LoRA-Edit's. With ``condition=`` the full latent is decoded (all T frames, see the module docstring) and
     returned as float ``(B, T, H, W, 3)`` in [0, 1]; without it the pipeline is the stock one.
     """
+
+    def encode_prompt(self, *args, **kwargs):
+        with self._encoders_for("text_encoder", "text_encoder_2"):
+            return super().encode_prompt(*args, **kwargs)
 
     @torch.no_grad()
     def __call__(self, *args, condition: torch.Tensor | None = None, **kwargs):
@@ -219,17 +224,21 @@ class HunyuanI2VAdapter(Adapter):
     def generate(self, backbone, condition, first_frame, *, prompt, negative_prompt, num_frames, height, width,
                  steps, guidance, flow_shift, generator, callback_on_step_end=None, progress=True):
         from .inference import with_flow_shift
+        from .memory import onload
 
         pipe = self.pipeline(backbone, MaskedHunyuanI2VPipeline)
+        pipe._staged_device = backbone.device  # compute there; encoders come one at a time (memory.onload)
         pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
         pipe.set_progress_bar_config(disable=not progress, leave=False)
         cfg = guidance > 1.0  # true CFG, as Wan's pipeline does it: a missing negative prompt is the empty one
-        out = pipe(image=_pil(first_frame), prompt=prompt, negative_prompt=(negative_prompt or "") if cfg else None,
-                   true_cfg_scale=guidance if cfg else 1.0,
-                   guidance_scale=backbone.defaults.get("embedded_guidance", 1.0), condition=condition,
-                   height=height, width=width, num_frames=num_frames, num_inference_steps=steps,
-                   prompt_template=backbone.prompt_template, max_sequence_length=backbone.max_sequence_length,
-                   generator=generator, callback_on_step_end=callback_on_step_end)
+        with onload(backbone.vae, backbone.device):
+            out = pipe(image=_pil(first_frame), prompt=prompt,
+                       negative_prompt=(negative_prompt or "") if cfg else None,
+                       true_cfg_scale=guidance if cfg else 1.0,
+                       guidance_scale=backbone.defaults.get("embedded_guidance", 1.0), condition=condition,
+                       height=height, width=width, num_frames=num_frames, num_inference_steps=steps,
+                       prompt_template=backbone.prompt_template, max_sequence_length=backbone.max_sequence_length,
+                       generator=generator, callback_on_step_end=callback_on_step_end)
         return np.asarray(out[0], dtype=np.float32)
 
 
@@ -307,7 +316,7 @@ def load_hunyuan_hub(repo_id: str, dtype, device):  # pragma: no cover - needs t
     from diffusers import HunyuanVideoTransformer3DModel
     from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
 
-    from .models import Backbone
+    from .models import Backbone, place
 
     cfg = HunyuanVideoTransformer3DModel.load_config(repo_id, subfolder="transformer")  # a few KB
     if cfg.get("image_condition_type") != "latent_concat":  # refuse token_replace before the 26 GB download
@@ -319,6 +328,4 @@ def load_hunyuan_hub(repo_id: str, dtype, device):  # pragma: no cover - needs t
                   pipe.image_processor, max_sequence_length=256, defaults=dict(HUNYUAN_DEFAULTS),
                   tokenizer_2=pipe.tokenizer_2, text_encoder_2=pipe.text_encoder_2,
                   prompt_template=dict(DEFAULT_PROMPT_TEMPLATE))
-    if device is not None:
-        bb.to(device)
-    return bb
+    return place(bb, device)  # weights stay on the CPU; stages bring what they need to the GPU

@@ -19,9 +19,10 @@ from diffusers import WanImageToVideoPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from .adapters import _pil  # noqa: F401 - re-exported (toyworld.evaluate)
+from .memory import StagedPipelineMixin
 
 
-class MaskedWanI2VPipeline(WanImageToVideoPipeline):
+class MaskedWanI2VPipeline(StagedPipelineMixin, WanImageToVideoPipeline):
     """``WanImageToVideoPipeline`` that takes a prepared condition.
 
     Call with ``condition=`` a ``(B or 1, 4 + z, T_lat, h, w)`` tensor from
@@ -37,6 +38,14 @@ class MaskedWanI2VPipeline(WanImageToVideoPipeline):
             return super().__call__(*args, **kwargs)
         finally:
             self._lora_condition = None
+
+    def encode_prompt(self, *args, **kwargs):
+        with self._encoders_for("text_encoder"):
+            return super().encode_prompt(*args, **kwargs)
+
+    def encode_image(self, *args, **kwargs):
+        with self._encoders_for("image_encoder"):
+            return super().encode_image(*args, **kwargs)
 
     def prepare_latents(self, image, batch_size, num_channels_latents=16, height=480, width=832, num_frames=81,
                         dtype=None, device=None, generator=None, latents=None, last_image=None):

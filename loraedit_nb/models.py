@@ -106,6 +106,11 @@ class Backbone:
     tokenizer_2: Any = None  # Hunyuan: CLIP text tokenizer (pooled text)
     text_encoder_2: torch.nn.Module | None = None  # Hunyuan: CLIP text encoder
     prompt_template: dict | None = None  # Hunyuan: the Llava prompt template (where the image tokens go)
+    # Where compute runs. Real backbones load on the CPU and set this: each stage then brings only what it needs to
+    # the GPU (memory.onload, memory.enable_block_swap), so loading never needs more GPU memory than the tier.
+    execution_device: torch.device | None = None
+    text_encoder_loader: Any = None  # re-creates a released text encoder (release_text_encoder); None = keep it
+    prompt_cache: dict = field(default_factory=dict, repr=False)  # prompt -> text embedding (CPU), Wan
 
     @property
     def encoders(self) -> list[torch.nn.Module]:
@@ -134,7 +139,32 @@ class Backbone:
 
     @property
     def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
+        """The execution device: where training steps and denoising run (not necessarily where weights sit)."""
+        if self.execution_device is not None:
+            return torch.device(self.execution_device)
+        from .memory import module_device
+
+        return module_device(self.transformer)
+
+    def ensure_text_encoder(self) -> None:
+        """Re-create the text encoder after :meth:`release_text_encoder` (a new prompt came)."""
+        if self.text_encoder is None:
+            if self.text_encoder_loader is None:
+                raise RuntimeError(f"{self.name}'s text encoder was released and cannot be reloaded: load the "
+                                   "backbone again")
+            print(f"reloading {self.name}'s text encoder for a new prompt")
+            self.text_encoder = self.text_encoder_loader()
+
+    def release_text_encoder(self) -> bool:
+        """Drop the text encoder from memory once the prompts are cached (UMT5-XXL: 11.4 GB of host RAM). A later
+        new prompt reloads it from disk. Only backbones that can reload it release it; returns whether it did."""
+        if self.text_encoder is None or self.text_encoder_loader is None or self.adapter.family != "wan":
+            return False
+        self.text_encoder = None
+        import gc
+
+        gc.collect()
+        return True
 
     def pipeline(self, cls: type | None = None):
         """A diffusers pipeline sharing these components (no copies). ``cls`` defaults to the family's stock I2V
@@ -152,8 +182,19 @@ class Backbone:
         if self.adapter.family != "wan":
             raise TypeError(f"{self.name}'s text encoder also reads the conditioning image: use "
                             "backbone.encode_context(prompt, image)")
-        return self.pipeline()._get_t5_prompt_embeds(prompts, max_sequence_length=self.max_sequence_length,
-                                          device=self.device, dtype=self.transformer.dtype)
+        from .memory import onload
+
+        single = isinstance(prompts, str)
+        prompts = [prompts] if single else list(prompts)
+        new = [p for p in dict.fromkeys(prompts) if p not in self.prompt_cache]
+        if new:  # the text encoder comes to the execution device only for prompts not seen before
+            self.ensure_text_encoder()
+            with onload(self.text_encoder, self.device):
+                emb = self.pipeline()._get_t5_prompt_embeds(new, max_sequence_length=self.max_sequence_length,
+                                                            device=self.device, dtype=self.transformer.dtype)
+            for p, e in zip(new, emb, strict=True):
+                self.prompt_cache[p] = e[None].cpu()
+        return torch.cat([self.prompt_cache[p] for p in prompts]).to(self.device, self.transformer.dtype)
 
     @torch.no_grad()
     def encode_image(self, image) -> torch.Tensor | None:
@@ -164,10 +205,12 @@ class Backbone:
         import numpy as np
 
         from .adapters import _pil
+        from .memory import onload
 
         if isinstance(image, np.ndarray):
             image = _pil(image)
-        return self.pipeline().encode_image(image, self.device).to(self.transformer.dtype)
+        with onload(self.image_encoder, self.device):
+            return self.pipeline().encode_image(image, self.device).to(self.transformer.dtype)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write every component in diffusers format (safetensors) + a small ``loraedit_nb.json``."""
@@ -206,10 +249,36 @@ class Backbone:
         return h.hexdigest()[:12]
 
     def to(self, device=None, dtype=None) -> Backbone:
-        self.transformer.to(device=device, dtype=dtype)
+        """Move every component (weights and all) to ``device``; ``dtype`` applies to the transformer."""
+        # .to(device) alone when no dtype is asked: .to(dtype=None) makes diffusers warn about fp32 modules
+        self.transformer.to(device) if dtype is None else self.transformer.to(device=device, dtype=dtype)
         for m in self.encoders:
             m.to(device=device)
+        if device is not None:
+            self.execution_device = torch.device(device)
         return self
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """``"cuda"`` under ``accelerate launch`` / torchrun means this rank's GPU (``LOCAL_RANK``), so that every rank
+    loads and computes on its own device instead of all on ``cuda:0``."""
+    if device is None:
+        return None
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def place(bb: Backbone, device) -> Backbone:
+    """Tiny backbones move whole; real ones stay on the CPU with ``execution_device`` set (staged placement)."""
+    device = resolve_device(device)
+    if device is None:
+        return bb
+    if bb.is_tiny or device.type == "cpu":
+        return bb.to(device)
+    bb.execution_device = device
+    return bb
 
 
 # ----------------------------------------------------------------------------------------------- defaults
@@ -305,18 +374,29 @@ def _load_folder(path: Path, dtype, device) -> Backbone:
     scls = FlowMatchEulerDiscreteScheduler if sname == "FlowMatchEulerDiscreteScheduler" else UniPCMultistepScheduler
     transformer = tcls.from_pretrained(path / "transformer", torch_dtype=dtype)
     vae = vcls.from_pretrained(path / "vae", torch_dtype=torch.float32)
-    text_encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", dtype=dtype)
+
+    def load_text_encoder():
+        return UMT5EncoderModel.from_pretrained(path / "text_encoder", dtype=dtype).eval()
     enc = proc = None
-    if (path / "image_encoder").is_dir():
-        enc = CLIPVisionModel.from_pretrained(path / "image_encoder", dtype=dtype)
+    if (path / "image_encoder").is_dir():  # fp32, as for the Hub model and in diffusers' Wan docs
+        enc = CLIPVisionModel.from_pretrained(path / "image_encoder", dtype=torch.float32)
         proc = CLIPImageProcessor.from_pretrained(path / "image_processor")
     bb = Backbone(meta.get("name", path.name), transformer, vae, scls.from_pretrained(path / "scheduler"),
-                  AutoTokenizer.from_pretrained(path / "tokenizer"), text_encoder, enc, proc,
+                  AutoTokenizer.from_pretrained(path / "tokenizer"), load_text_encoder(), enc, proc,
                   max_sequence_length=int(meta.get("max_sequence_length", 512)),
-                  defaults=meta.get("defaults") or dict(WAN_DEFAULTS))
+                  defaults=meta.get("defaults") or wan_defaults_for(transformer, path.name),
+                  text_encoder_loader=load_text_encoder)
     for m in (bb.transformer, *bb.encoders):
-        m.eval().to(device)
-    return bb
+        m.eval()
+    return place(bb, device)
+
+
+def wan_defaults_for(transformer, name: str) -> dict:
+    """Sampler/size defaults of a Wan folder without our metadata: 720P checkpoints get 1280x720."""
+    d = dict(WAN_DEFAULTS)
+    if "720" in name or "720" in str(transformer.config.get("_name_or_path", "")):
+        d.update(height=720, width=1280)
+    return d
 
 
 def _load_hunyuan_folder(path: Path, meta: dict, dtype, device) -> Backbone:
@@ -343,8 +423,8 @@ def _load_hunyuan_folder(path: Path, meta: dict, dtype, device) -> Backbone:
                   prompt_template=meta.get("prompt_template") or dict(DEFAULT_PROMPT_TEMPLATE))
     bb.adapter  # noqa: B018 - refuses a token_replace transformer with a clear message
     for m in (bb.transformer, *bb.encoders):
-        m.eval().to(device)
-    return bb
+        m.eval()
+    return place(bb, device)
 
 
 def _class_name(folder: Path, fallback: str | None) -> str:
@@ -354,8 +434,9 @@ def _class_name(folder: Path, fallback: str | None) -> str:
 
 
 def _load_hub(repo_id: str, dtype, device) -> Backbone:  # pragma: no cover - needs the Hub and a GPU
-    """The real Wan2.1-I2V-14B in diffusers format. ~33 GB bf16 transformer + 11 GB UMT5 + 1.3 GB CLIP + VAE."""
-    from transformers import CLIPVisionModel
+    """The real Wan2.1-I2V-14B in diffusers format. ~33 GB bf16 transformer + 11 GB UMT5 + 2.5 GB CLIP (fp32) + VAE,
+    all loaded on the CPU: the stages move to the GPU only what they need (see :mod:`loraedit_nb.memory`)."""
+    from transformers import CLIPVisionModel, UMT5EncoderModel
 
     image_encoder = CLIPVisionModel.from_pretrained(repo_id, subfolder="image_encoder", dtype=torch.float32)
     vae = AutoencoderKLWan.from_pretrained(repo_id, subfolder="vae", torch_dtype=torch.float32)
@@ -364,10 +445,10 @@ def _load_hub(repo_id: str, dtype, device) -> Backbone:  # pragma: no cover - ne
     if "720P" in repo_id:
         defaults.update(height=720, width=1280)
     bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder,
-                  pipe.image_encoder, pipe.image_processor, max_sequence_length=512, defaults=defaults)
-    if device is not None:
-        bb.to(device)
-    return bb
+                  pipe.image_encoder, pipe.image_processor, max_sequence_length=512, defaults=defaults,
+                  text_encoder_loader=lambda: UMT5EncoderModel.from_pretrained(
+                      repo_id, subfolder="text_encoder", dtype=dtype).eval())
+    return place(bb, device)
 
 
 def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = torch.float32,
@@ -376,21 +457,24 @@ def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = 
     local folder.
 
     ``dtype`` applies to the transformer and encoders (the VAE stays float32, as diffusers recommends for Wan).
-    Use ``torch.bfloat16`` and ``device="cuda"`` for the 14B model.
+    Use ``torch.bfloat16`` and ``device="cuda"`` for the 14B model: its weights are then loaded on the **CPU** and
+    ``device`` becomes the execution device; training and editing bring each component to the GPU only for its own
+    stage, in the storage form of the memory preset (``memory_preset=``), so no tier needs room for all 47 GB.
+    Tiny backbones move to ``device`` whole. Under ``accelerate launch`` ``"cuda"`` means this rank's GPU.
     """
     name = str(name_or_path)
     if name == "tiny-hunyuan":
         from .hunyuan import tiny_random_hunyuan
 
         bb = tiny_random_hunyuan()
-        return bb.to(device, dtype) if (device is not None or dtype != torch.float32) else bb
+        return place(bb.to(None, dtype) if dtype != torch.float32 else bb, device)
     if name in ("hunyuan-i2v", "hunyuanvideo-community/HunyuanVideo-I2V-33ch"):
         from .hunyuan import HUNYUAN_I2V, load_hunyuan_hub
 
         return load_hunyuan_hub(HUNYUAN_I2V, dtype, device)
     if name == "tiny-random":
         bb = tiny_random_backbone()
-        return bb.to(device, dtype) if (device is not None or dtype != torch.float32) else bb
+        return place(bb.to(None, dtype) if dtype != torch.float32 else bb, device)
     if name == "toy":
         if not (TOY_DIR / "transformer").is_dir():
             raise FileNotFoundError(

@@ -36,10 +36,9 @@ from .adapters import collate_context
 from .conditioning import encode
 from .lora import add_lora, lora_state_dict, read_lora_meta, save_lora, set_lora_state
 from .loss import flow_matching_loss, region_weights, sample_timesteps
+from .memory import MEMORY_PRESETS  # noqa: F401 - re-exported (the presets used to live here)
 from .regimes import Sample, augment_colour
 from .video import to_model
-
-CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 @dataclass
@@ -64,10 +63,13 @@ class TrainConfig:
     colour_aug_variants: int = 8  # cached augmented copies per motion sample (encoded once)
     targets: tuple[str, ...] | str | None = None  # None = the backbone family's (adapter.lora_targets); str = regex
     gradient_checkpointing: bool = True
-    fp8_base: bool = False  # diffusers layerwise casting: fp8 storage of frozen base weights
-    optimizer: str = "adamw"  # "adamw" | "adamw8bit" (bitsandbytes, CUDA only)
-    block_offload: bool = False  # diffusers group offloading of transformer blocks to CPU (CUDA only)
-    offload_encoders: bool = True  # move VAE/text/image encoders off the GPU after caching
+    fp8_base: bool = False  # diffusers layerwise casting: fp8 storage of frozen base weights (LoRA stays fp32)
+    optimizer: str = "adamw"  # "adamw" | "adamw8bit" (bitsandbytes: pip install -e ".[gpu]")
+    blocks_to_swap: int | str = 0  # transformer blocks kept in pinned host memory, streamed in per use; "auto" =
+    #   the planner's count for the clip (memory.BlockSwapper)
+    memory_preset: str | None = None  # the tier this config was made for (recorded; wan_config applies it)
+    release_text_encoder: bool = False  # drop the text encoder from host RAM once the prompts are cached
+    block_offload: bool = False  # removed: diffusers group offloading discarded LoRA updates (use blocks_to_swap)
     checkpoint_every: int = 0  # 0 = only at the end
     log_every: int = 10
     seed: int = 0
@@ -75,6 +77,17 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.rank < 1 or self.batch_size < 1:
             raise ValueError("steps, rank and batch_size must be >= 1")
+        if self.block_offload:
+            raise ValueError("block_offload was removed: diffusers' group offloading restores every block from a copy "
+                             "made once, so the LoRA never trained. Use blocks_to_swap=N (or 'auto', or "
+                             "memory_preset='24GB'), which keeps the LoRA on the GPU")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise ValueError(f"optimizer must be 'adamw' or 'adamw8bit', got {self.optimizer!r}")
+        if self.blocks_to_swap != "auto" and (not isinstance(self.blocks_to_swap, int) or self.blocks_to_swap < 0):
+            raise ValueError(f"blocks_to_swap must be an int >= 0 or 'auto', got {self.blocks_to_swap!r}")
+        if self.blocks_to_swap and not self.gradient_checkpointing:
+            raise ValueError("blocks_to_swap needs gradient_checkpointing=True: without it autograd keeps every "
+                             "block's weights for backward, so swapping would save nothing")
         self.betas = tuple(self.betas)
         if self.targets is not None and not isinstance(self.targets, str):
             self.targets = tuple(self.targets)
@@ -91,22 +104,18 @@ def toy_config(**overrides) -> TrainConfig:
     return replace(base, **overrides)
 
 
-MEMORY_PRESETS = {
-    # memory options per GPU tier for Wan2.1-I2V-14B at 480p (not yet measured on a GPU: see the README)
-    "24GB": dict(fp8_base=True, block_offload=True, gradient_checkpointing=True, optimizer="adamw8bit"),
-    "48GB": dict(fp8_base=True, block_offload=False, gradient_checkpointing=True, optimizer="adamw"),
-    "80GB+": dict(fp8_base=False, block_offload=False, gradient_checkpointing=True, optimizer="adamw"),
-}
-
-
 def wan_config(memory_preset: str | None = None, **overrides) -> TrainConfig:
     """The paper's setting for Wan2.1-I2V-14B: rank 16, alpha 16, AdamW 1e-4, betas (0.9, 0.99), wd 0.01, clip 1,
     batch 1, 100 steps, uniform t, plain MSE. Colour augmentation stays off until the evaluation measures it.
-    ``memory_preset``: ``"24GB" | "48GB" | "80GB+"`` picks the memory options for that GPU tier."""
+    ``memory_preset``: ``"16GB" | "24GB" | "48GB" | "80GB+" | "auto"`` (:data:`loraedit_nb.memory.MEMORY_PRESETS`)
+    picks the memory options for that GPU tier; ``"auto"`` reads the free memory of the current CUDA device."""
     if memory_preset is not None:
-        if memory_preset not in MEMORY_PRESETS:
-            raise ValueError(f"memory_preset must be one of {list(MEMORY_PRESETS)}, got {memory_preset!r}")
-        overrides = {**MEMORY_PRESETS[memory_preset], **overrides}
+        from .memory import get_preset
+
+        p = get_preset(memory_preset)
+        overrides = {**dict(fp8_base=p.fp8_base, blocks_to_swap=p.train_blocks_to_swap,
+                            gradient_checkpointing=p.gradient_checkpointing, optimizer=p.optimizer,
+                            release_text_encoder=p.release_text_encoder, memory_preset=p.name), **overrides}
     return replace(TrainConfig(), **overrides)
 
 
@@ -136,8 +145,16 @@ class CachedSample:
 def cache_samples(backbone, samples: Sequence[Sample], config: TrainConfig, progress: bool = True
                   ) -> list[CachedSample]:
     """Encode samples once (VAE for target and condition, text encoder, CLIP). With colour augmentation each
-    motion/naive sample is cached ``colour_aug_variants`` extra times, recoloured (prompt colour word follows)."""
+    motion/naive sample is cached ``colour_aug_variants`` extra times, recoloured (prompt colour word follows).
+
+    Staged: each encoder comes to ``backbone.device`` for its own pass and goes back after (VAE, then the text
+    encoder for the distinct prompts, then the image encoder), so on a real backbone no two of them share the GPU.
+    The results are kept on the CPU; training moves one batch at a time."""
+    from contextlib import ExitStack
+
     from tqdm.auto import tqdm
+
+    from .memory import onload
 
     rng = np.random.default_rng(config.seed + 10_000)
     expanded: list[Sample] = []
@@ -145,15 +162,26 @@ def cache_samples(backbone, samples: Sequence[Sample], config: TrainConfig, prog
         expanded.append(s)
         if config.colour_aug and s.regime in ("motion", "naive"):
             expanded += [augment_colour(s, rng, config.colour_aug) for _ in range(config.colour_aug_variants)]
-    memo: dict = {}  # text encodings are shared between samples with the same prompt (and image, where it counts)
-    out = []
     device = backbone.device
     adapter = backbone.adapter
-    for s in tqdm(expanded, desc="encoding samples (once)", disable=not progress, leave=False):
-        z0 = encode(backbone.vae, to_model(s.target, device=device))
-        cond = adapter.condition(backbone.vae, to_model(s.condition, device=device),
-                                 torch.from_numpy(s.keep)[None, None].to(device))
-        out.append(CachedSample(z0, cond, backbone.encode_context(s.prompt, s.image, memo), s.regime, s.prompt))
+    latents = []
+    with onload(backbone.vae, device):
+        for s in tqdm(expanded, desc="encoding videos (VAE, once)", disable=not progress, leave=False):
+            z0 = encode(backbone.vae, to_model(s.target, device=device))
+            cond = adapter.condition(backbone.vae, to_model(s.condition, device=device),
+                                     torch.from_numpy(s.keep)[None, None].to(device))
+            latents.append((z0.cpu(), cond.cpu()))
+    if adapter.family == "wan":  # all distinct prompts in one pass of the text encoder
+        backbone.encode_prompt(list(dict.fromkeys(s.prompt for s in expanded)))
+    memo: dict = {}  # text encodings shared between samples with the same prompt (and image, where it counts)
+    out = []
+    with ExitStack() as stack:
+        for m in adapter.context_modules(backbone):
+            stack.enter_context(onload(m, device))
+        for s, (z0, cond) in zip(expanded, latents, strict=True):
+            ctx = backbone.encode_context(s.prompt, s.image, memo)
+            ctx = {k: None if v is None else v.cpu() for k, v in ctx.items()}
+            out.append(CachedSample(z0, cond, ctx, s.regime, s.prompt))
     return out
 
 
@@ -167,6 +195,7 @@ class LoraRun:
     history: list[dict] = field(default_factory=list)
     path: Path | None = None
     seconds: float = 0.0
+    memory: dict = field(default_factory=dict)  # peak memory, blocks swapped, swap counts
 
     def save(self, path: str | os.PathLike, backbone) -> Path:
         self.path = save_lora(path, self.state_dict, transformer=backbone.transformer, rank=self.config.rank,
@@ -180,61 +209,87 @@ def _json_config(cfg: TrainConfig) -> dict:
 
 
 def memory_report(backbone, n_trainable: int, config: TrainConfig) -> dict:
-    """Parameter counts and an estimate of training memory (weights + LoRA grads/Adam states), in GB."""
+    """Parameter counts and what the weights take where, in GB: base weights on the execution device (in their
+    storage dtype, so fp8-cast weights count 1 byte and the layers diffusers leaves in bf16/fp32 count theirs), base
+    weights swapped in from host memory, and the LoRA with its gradient and optimiser state (estimate)."""
     tr = backbone.transformer
-    frozen = sum(p.numel() * p.element_size() for p in tr.parameters() if not p.requires_grad)
-    if config.fp8_base:
-        frozen = sum(p.numel() for p in tr.parameters() if not p.requires_grad)  # 1 byte each
-    train_bytes = n_trainable * 4 * (4 if config.optimizer == "adamw" else 2.5)  # param, grad, 2 moments
-    return {"trainable_params": n_trainable,
-            "frozen_params": sum(p.numel() for p in tr.parameters() if not p.requires_grad),
-            "estimated_weights_gb": round(frozen / 1e9, 3),
-            "estimated_lora_and_optimizer_gb": round(train_bytes / 1e9, 4)}
+    dev = backbone.device
+    frozen = [p for p in tr.parameters() if not p.requires_grad]
+    on_dev = sum(p.numel() * p.element_size() for p in frozen if p.device.type == dev.type)
+    on_host = sum(p.numel() * p.element_size() for p in frozen if p.device.type != dev.type)
+    per_param = 4 + 4 + (8 if config.optimizer == "adamw" else 2)  # fp32 param + grad + 2 moments (8-bit: 1 B each)
+    return {"trainable_params": n_trainable, "frozen_params": sum(p.numel() for p in frozen),
+            "gpu_weights_gb": round(on_dev / 1e9, 3), "host_weights_gb": round(on_host / 1e9, 3),
+            "estimated_weights_gb": round((on_dev + on_host) / 1e9, 3),
+            "estimated_lora_and_optimizer_gb": round(n_trainable * per_param / 1e9, 4)}
 
 
-def peak_memory() -> dict:
+def peak_memory(device: torch.device | None = None) -> dict:
+    """Peak host RSS, and the peak CUDA allocation on ``device`` when it is a GPU, in GB."""
     out = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)}
-    if torch.cuda.is_available():
-        out["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        out["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
     return out
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(path: Path, transformer, optimizer, gen: torch.Generator, step: int, history: list,
-                     config: TrainConfig) -> None:
-    from safetensors.torch import save_file
+CHECKPOINT_NAME = "checkpoint.pt"
 
-    tensors = {f"lora.{k}": v for k, v in lora_state_dict(transformer).items()}
-    st = optimizer.state_dict()
-    for idx, s in st["state"].items():
-        for name, v in s.items():
-            tensors[f"optim.{idx}.{name}"] = v.detach().cpu().contiguous() if torch.is_tensor(v) \
-                else torch.tensor(v)
-    tensors["rng.torch"] = gen.get_state()
-    meta = {"step": str(step), "history": json.dumps(history), "param_groups": json.dumps(st["param_groups"]),
-            "config": json.dumps(_json_config(config))}
+
+def _rng_path(ckpt: Path, rank: int) -> Path:
+    return ckpt.with_name(f"rng_rank{rank}.pt")
+
+
+def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    torch.save(obj, tmp)
     os.replace(tmp, path)  # atomic: a crash mid-write never leaves a broken checkpoint
 
 
-def _load_checkpoint(path: Path, transformer, optimizer, gen: torch.Generator) -> tuple[int, list]:
-    from peft.utils import set_peft_model_state_dict
-    from safetensors import safe_open
+def _save_checkpoint(path: Path, transformer, optimizer, step: int, history: list, config: TrainConfig) -> None:
+    """LoRA weights, the optimiser's whole state (nested, as ``state_dict()`` gives it: bitsandbytes' 8-bit AdamW
+    keeps a dict of quantisation state per parameter), step, history and config, in one atomic ``torch.save``."""
+    _atomic_save({"lora": lora_state_dict(transformer), "optimizer": _to_cpu(optimizer.state_dict()), "step": step,
+                  "history": history, "config": _json_config(config)}, path)
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    set_peft_model_state_dict(getattr(transformer, "module", transformer),
-                              {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")})
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    gen.set_state(tensors["rng.torch"])
-    return int(meta["step"]), json.loads(meta["history"])
+
+def _save_rng(ckpt: Path, gen: torch.Generator, rank: int, step: int) -> None:
+    """Every rank saves its own sampling RNG: restoring rank 0's on all ranks would make them draw the same batch."""
+    _atomic_save({"state": gen.get_state(), "step": step}, _rng_path(ckpt, rank))
+
+
+def _to_cpu(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _load_checkpoint(path: Path, transformer, optimizer, gen: torch.Generator, rank: int, device
+                     ) -> tuple[int, list]:
+    from peft.utils import set_peft_model_state_dict
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    sd = {k: v.to(device) for k, v in ck["lora"].items()}
+    set_peft_model_state_dict(getattr(transformer, "module", transformer), sd)
+    optimizer.load_state_dict(ck["optimizer"])  # optimisers move their state to each parameter's device
+    step = int(ck["step"])
+    rp = _rng_path(path, rank)
+    rng = torch.load(rp, map_location="cpu", weights_only=True) if rp.exists() else None
+    if rng is not None and int(rng["step"]) == step:
+        gen.set_state(rng["state"])
+    else:  # e.g. resumed on more ranks than saved: a fresh, distinct stream per rank (and say so)
+        warnings.warn(f"no RNG state of rank {rank} for step {step} in {path.parent}: reseeding this rank",
+                      stacklevel=2)
+        gen.manual_seed(config_seed(ck) * 1000 + rank + 7919 * step)
+    return step, list(ck["history"])
+
+
+def config_seed(ck: dict) -> int:
+    return int(ck.get("config", {}).get("seed", 0))
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -257,49 +312,96 @@ def _init_from(transformer, init) -> None:
 def _build_optimizer(params, cfg: TrainConfig):
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw8bit":
-        if not torch.cuda.is_available():
-            raise RuntimeError("optimizer='adamw8bit' needs CUDA (bitsandbytes); use 'adamw' on CPU")
-        try:
-            import bitsandbytes as bnb
-        except ImportError as e:
-            raise ImportError("optimizer='adamw8bit' needs bitsandbytes: pip install bitsandbytes") from e
-        return bnb.optim.AdamW8bit(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer must be 'adamw' or 'adamw8bit', got {cfg.optimizer!r}")
+    try:
+        import bitsandbytes as bnb
+    except ImportError as e:
+        raise ImportError("optimizer='adamw8bit' needs bitsandbytes: pip install -e \".[gpu]\" (or pip install "
+                          "bitsandbytes), or use optimizer='adamw'") from e
+    return bnb.optim.AdamW8bit(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None = None, *,
+def resolve_swap(backbone, cfg: TrainConfig, frames: int, height: int, width: int) -> int:
+    """``blocks_to_swap`` as a number: ``"auto"`` asks the planner for the fewest blocks that fit the preset's tier
+    at this clip size (no swapping on a CPU or a tiny backbone, where there is no GPU memory to save)."""
+    if cfg.blocks_to_swap != "auto":
+        return int(cfg.blocks_to_swap)
+    if backbone.is_tiny or backbone.device.type != "cuda":
+        return 0
+    from .planner import plan
+
+    p = plan(dict(backbone.transformer.config), frames, height, width, cfg.memory_preset or "24GB", rank=cfg.rank,
+             batch_size=cfg.batch_size)
+    return p.train_blocks_to_swap
+
+
+def _print_plan(backbone, cfg: TrainConfig, frames: int, height: int, width: int) -> None:
+    """The planner's figures for this run, printed when a real-size run starts (the same as ``plan`` prints)."""
+    if backbone.is_tiny or cfg.memory_preset is None:
+        return
+    try:
+        from .planner import plan
+
+        p = plan(dict(backbone.transformer.config), frames, height, width, cfg.memory_preset, rank=cfg.rank,
+                 batch_size=cfg.batch_size)
+    except (ImportError, ValueError) as e:
+        print(f"(no memory plan for this backbone: {e})")
+        return
+    print(p.table())
+
+
+def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: TrainConfig | None = None, *,
                output_dir: str | os.PathLike | None = None, init_lora: LoraRun | str | os.PathLike | None = None,
                callback: Callable[[int, float, object], None] | None = None, callback_every: int = 0,
                progress: bool = True, stop_after: int | None = None) -> LoraRun:
     """Fine-tune a LoRA on LoRA-Edit samples. Returns a :class:`LoraRun`; the LoRA stays attached and active on
     ``backbone.transformer`` (adapter ``"default"``) so that inference right after uses it.
 
-    ``samples``: from :func:`~loraedit_nb.regimes.motion_sample` / ``appearance_samples`` / ``naive_sample``; with
-    both regimes present each step draws an appearance batch with probability ``config.appearance_ratio``
-    (default: the official mix, edited frames repeated ``appearance_repeats`` times beside each video sample).
+    ``samples``: from :func:`~loraedit_nb.regimes.motion_sample` / ``appearance_samples`` / ``naive_sample``, or
+    already encoded :class:`CachedSample` (the benchmark does that); with both regimes present each step draws an
+    appearance batch with probability ``config.appearance_ratio`` (default: the official mix, edited frames repeated
+    ``appearance_repeats`` times beside each video sample).
     ``output_dir``: checkpoints go there every ``checkpoint_every`` steps and the final LoRA to
     ``output_dir/lora``; an existing checkpoint there is resumed. ``init_lora``: continue from an earlier LoRA.
     ``callback(step, loss, backbone)`` runs every ``callback_every`` steps (notebook previews).
     ``stop_after``: stop (after checkpointing) at this step, as an interruption would (used by tests).
+
+    Stages on a real backbone (weights on the CPU, ``backbone.device`` = the GPU): the encoders come to the GPU one
+    at a time for caching; then the transformer, fp8-cast on the CPU first if ``fp8_base``, goes to the GPU with
+    ``blocks_to_swap`` of its blocks left in pinned host memory (:class:`~loraedit_nb.memory.BlockSwapper`); LoRA
+    parameters are fp32 and stay on the GPU; steps run under bf16 autocast with peft's fp32 input upcast off.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedType
     from tqdm.auto import tqdm
+
+    from .memory import apply_fp8, enable_block_swap, fix_lora_dtype, quiet_checkpoint_warning
 
     cfg = config or default_config(backbone)
     if cfg.targets is None:  # the family's LoRA targets, recorded in the run's config and the saved LoRA
         cfg = replace(cfg, targets=backbone.adapter.lora_targets)
     if not samples:
         raise ValueError("no training samples: build some with motion_sample / appearance_samples")
+    if cfg.fp8_base and not cfg.gradient_checkpointing:
+        warnings.warn("fp8_base without gradient checkpointing saves little: autograd keeps the bf16 compute copy "
+                      "of every weight until backward. Keep gradient_checkpointing=True.", stacklevel=2)
     t_start = time.time()
-    accelerator = Accelerator(cpu=backbone.device.type == "cpu" and not torch.cuda.is_available())
+    dev = backbone.device
+    accelerator = Accelerator(cpu=dev.type == "cpu")
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise RuntimeError("FSDP is not supported: the frozen base and the fp32 LoRA cannot be flattened together. "
+                           "Use DDP (accelerate launch --multi_gpu), or one GPU with memory_preset='24GB' "
+                           "(fp8 + block swapping)")
+    multi = accelerator.num_processes > 1
+    if dev.type == "cuda":  # this rank's device (accelerate pins each rank to its local GPU)
+        dev = accelerator.device
+        backbone.execution_device = dev
     out_dir = Path(output_dir) if output_dir is not None else None
 
-    cached = cache_samples(backbone, samples, cfg, progress=progress and accelerator.is_main_process)
-    if cfg.offload_encoders and backbone.device.type == "cuda":
-        for m in backbone.encoders:
-            m.to("cpu")
-        torch.cuda.empty_cache()
+    cached = [s for s in samples if isinstance(s, CachedSample)]
+    raw = [s for s in samples if not isinstance(s, CachedSample)]
+    if raw:
+        cached += cache_samples(backbone, raw, cfg, progress=progress and accelerator.is_main_process)
+    if cfg.release_text_encoder and backbone.release_text_encoder() and progress and accelerator.is_main_process:
+        print("text encoder released after caching the prompts (reloaded from disk if a new prompt comes)")
     groups = {r: [c for c in cached if c.regime == r] for r in ("motion", "appearance", "naive")}
     video_pool = groups["motion"] + groups["naive"]
     app_pool = groups["appearance"]
@@ -312,59 +414,74 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
     else:
         ratio = 1.0 if app_pool else 0.0
 
+    z_shape = video_pool[0].latents.shape if video_pool else app_pool[0].latents.shape
+    geo = backbone.geometry if backbone.vae is not None else None
+    frames = (z_shape[2] - 1) * (geo.temporal if geo else 4) + 1
+    height, width = (z_shape[3] * (geo.spatial if geo else 8), z_shape[4] * (geo.spatial if geo else 8))
+    if accelerator.is_main_process and progress:
+        _print_plan(backbone, cfg, frames, height, width)
+    n_swap = resolve_swap(backbone, cfg, frames, height, width)
+    if n_swap and multi:
+        raise RuntimeError("block swapping is single-GPU only (DDP cannot wrap weights that live on the CPU): "
+                           "use blocks_to_swap=0 with several GPUs, or one GPU")
+
     tr = backbone.transformer
     adapter = backbone.adapter
     if getattr(tr, "peft_config", None):
         tr.delete_adapters(list(tr.peft_config))  # a fresh LoRA per run; continuing is explicit (init_lora)
     if cfg.fp8_base:
-        tr.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        apply_fp8(tr)  # on the CPU for a real backbone: the transformer reaches the GPU already in fp8
     with torch.random.fork_rng(devices=[]):  # seeded LoRA init (A is random): runs are reproducible
         torch.manual_seed(cfg.seed)
         n_trainable = add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets)
+        fix_lora_dtype(tr, torch.float32, reinit=cfg.fp8_base)  # peft made the LoRA float8 on an fp8 base
     if init_lora is not None:
         _init_from(tr, init_lora)
     if cfg.gradient_checkpointing:
         tr.enable_gradient_checkpointing()
-    if cfg.block_offload:
-        if backbone.device.type != "cuda":
-            raise RuntimeError("block_offload needs a CUDA device (it streams blocks from CPU memory to the GPU)")
-        tr.enable_group_offload(onload_device=backbone.device, offload_type="block_level", num_blocks_per_group=1,
-                                use_stream=True)
+    swapper = enable_block_swap(tr, n_swap, dev)  # n_swap = 0: the whole transformer goes to the device
+    fix_lora_dtype(tr, torch.float32, device=dev)
     tr.train()
     params = [p for p in tr.parameters() if p.requires_grad]
     optimizer = _build_optimizer(params, cfg)
-    tr_p, optimizer = accelerator.prepare(tr, optimizer)
+    if multi:  # DDP over samples; one process keeps the model as it is (prepare would move swapped blocks)
+        tr_p, optimizer = accelerator.prepare(tr, optimizer)
+    else:
+        tr_p = tr
+    compute = tr.dtype if tr.dtype in (torch.bfloat16, torch.float16) else None
 
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + accelerator.process_index)
     step, history = 0, []
     ckpt = out_dir / CHECKPOINT_NAME if out_dir is not None else None
     if ckpt is not None and ckpt.exists():
-        step, history = _load_checkpoint(ckpt, tr_p, optimizer, gen)
+        step, history = _load_checkpoint(ckpt, tr_p, optimizer, gen, accelerator.process_index, dev)
         if accelerator.is_main_process and progress:
             print(f"resuming from {ckpt} at step {step}/{cfg.steps}")
     mem = memory_report(backbone, n_trainable, cfg)
     if accelerator.is_main_process and progress:
         print(f"LoRA rank {cfg.rank}: {n_trainable:,} trainable / {mem['frozen_params']:,} frozen parameters; "
-              f"~{mem['estimated_weights_gb']} GB weights + {mem['estimated_lora_and_optimizer_gb']} GB LoRA/optimiser;"
-              f" {len(video_pool)} video + {len(app_pool)} appearance cached samples, P(appearance)={ratio:.2f}")
+              f"{mem['gpu_weights_gb']} GB base weights on {dev}, {mem['host_weights_gb']} GB swapped in from host "
+              f"({n_swap} blocks); ~{mem['estimated_lora_and_optimizer_gb']} GB LoRA/optimiser; "
+              f"{len(video_pool)} video + {len(app_pool)} appearance cached samples, P(appearance)={ratio:.2f}")
 
-    # diffusers' gradient checkpointing triggers torch's use_reentrant notice on every step: silence it here only
-    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*use_reentrant.*")
+    quiet_checkpoint_warning()
     bar = tqdm(total=cfg.steps, initial=step, desc="LoRA training", disable=not progress or
                not accelerator.is_main_process)
     interrupted = False
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     while step < cfg.steps:
+        t_step = time.perf_counter()
         use_app = bool(app_pool) and (not video_pool or torch.rand(1, generator=gen).item() < ratio)
         pool = app_pool if use_app else video_pool
         idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen).tolist()
-        z0 = torch.cat([pool[i].latents for i in idx]).to(accelerator.device)
-        cond = torch.cat([pool[i].condition for i in idx]).to(accelerator.device)
-        context = collate_context([pool[i].context for i in idx], accelerator.device)
+        z0 = torch.cat([pool[i].latents for i in idx]).to(dev)
+        cond = torch.cat([pool[i].condition for i in idx]).to(dev)
+        context = collate_context([pool[i].context for i in idx], dev)
         t = sample_timesteps(cfg.batch_size, scheme=cfg.timesteps, shift=cfg.shift, generator=gen)
-        noise = torch.randn(z0.shape, generator=gen).to(accelerator.device)
+        noise = torch.randn(z0.shape, generator=gen).to(dev)
         weight = region_weights(cond, w_generate=cfg.w_generate, w_keep=cfg.w_keep, adapter=adapter)
-        with accelerator.autocast():
-            loss = flow_matching_loss(tr_p, z0, cond, context, t.to(accelerator.device), noise, weight)
+        loss = training_step_loss(tr_p, z0, cond, context, t.to(dev), noise, weight, compute)
         accelerator.backward(loss)
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -372,38 +489,54 @@ def train_lora(backbone, samples: Sequence[Sample], config: TrainConfig | None =
         optimizer.zero_grad(set_to_none=True)
         step += 1
         lv = float(loss.detach())
-        history.append({"step": step, "loss": lv, "regime": "appearance" if use_app else "video"})
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        history.append({"step": step, "loss": lv, "regime": "appearance" if use_app else "video",
+                        "seconds": round(time.perf_counter() - t_step, 4)})
         bar.update(1)
         if step % max(1, cfg.log_every) == 0 or step == cfg.steps:
             recent = [h["loss"] for h in history[-cfg.log_every:]]
             bar.set_postfix(loss=f"{np.mean(recent):.4f}")
         if step == 1 and accelerator.is_main_process and progress:
-            pm = peak_memory()
+            pm = peak_memory(dev)
             bar.write(f"memory after the first step: {pm}")
         if callback is not None and callback_every and step % callback_every == 0:
             callback(step, lv, backbone)
         stop = stop_after is not None and step >= stop_after
-        if ckpt is not None and accelerator.is_main_process and (
-                (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or stop):
+        if ckpt is not None and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps
+                                 or stop):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(ckpt, tr_p, optimizer, gen, step, history, cfg)
+            _save_rng(ckpt, gen, accelerator.process_index, step)
+            if accelerator.is_main_process:
+                _save_checkpoint(ckpt, tr_p, optimizer, step, history, cfg)
         if stop:
             interrupted = True
             break
     bar.close()
     accelerator.wait_for_everyone()
-    tr = accelerator.unwrap_model(tr_p)
+    tr = accelerator.unwrap_model(tr_p) if multi else tr
     tr.eval()
     if cfg.gradient_checkpointing:
         tr.disable_gradient_checkpointing()
-    if cfg.offload_encoders and backbone.device.type == "cuda":
-        for m in backbone.encoders:
-            m.to(backbone.device)
     run = LoraRun(lora_state_dict(tr), cfg, history, seconds=time.time() - t_start)
+    run.memory = {**peak_memory(dev), "blocks_to_swap": n_swap, **(swapper.summary() if swapper else {})}
     if out_dir is not None and accelerator.is_main_process and not interrupted:
         run.save(out_dir / "lora", backbone)
         (out_dir / "history.json").write_text(json.dumps(history))
     return run
+
+
+def training_step_loss(transformer, z0, cond, context, t, noise, weight, compute_dtype: torch.dtype | None):
+    """One step's loss as training computes it: under ``compute_dtype`` autocast (bf16 for a real backbone) with
+    peft's input upcast off, so the fp32 LoRA's matmuls run in bf16 and autograd saves no fp32 copy of every adapted
+    activation (+48 % saved memory otherwise); plain fp32 for the toy. The benchmark calls this too."""
+    from peft.helpers import disable_input_dtype_casting
+
+    if compute_dtype is None:
+        return flow_matching_loss(transformer, z0, cond, context, t, noise, weight)
+    with torch.autocast(z0.device.type, dtype=compute_dtype), \
+            disable_input_dtype_casting(getattr(transformer, "module", transformer)):
+        return flow_matching_loss(transformer, z0, cond, context, t, noise, weight)
 
 
 @torch.no_grad()

@@ -1,0 +1,446 @@
+"""Fitting a 13-14B video model on one GPU: memory presets, staged placement, fp8 storage, block swapping.
+
+The paper's low-cost strategy trains Wan2.1-I2V-14B on one 24 GB card. This module holds the pieces that make each
+stage fit a GPU tier, shared by training (:mod:`loraedit_nb.training`) and editing (:mod:`loraedit_nb.inference`):
+
+* :data:`MEMORY_PRESETS` — what each tier (16/24/48/80 GB) does in each stage; how many transformer blocks are
+  swapped is decided by :mod:`loraedit_nb.planner` from the model's config and the clip size ("auto").
+* **Staged placement.** Real backbones load on the CPU; :func:`onload` brings one component to the execution
+  device for one stage (the VAE for encoding, then UMT5 for the prompt, then CLIP) and sends it back after, so no
+  two big components share the GPU unless the tier has room.
+* **fp8 storage** of the frozen base (diffusers layerwise casting, applied once, on the CPU before the move) with
+  the LoRA kept in its own dtype: :func:`apply_fp8`, :func:`fix_lora_dtype`.
+* :class:`BlockSwapper` — training-aware block swapping (see its docstring for why diffusers' group offloading
+  cannot be used for training).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class MemoryPreset:
+    """Memory options for one GPU tier. ``blocks_to_swap`` = ``"auto"`` lets the planner pick the fewest blocks
+    that make the stage fit ``gpu_gb`` (minus a safety margin); an int forces that many."""
+
+    name: str
+    gpu_gb: float  # the card this preset is for
+    # training
+    fp8_base: bool  # fp8 storage of the frozen Linear weights (layerwise casting), compute in bf16
+    train_blocks_to_swap: int | str  # transformer blocks whose base weights live in pinned host memory
+    gradient_checkpointing: bool
+    optimizer: str  # "adamw" | "adamw8bit"
+    release_text_encoder: bool  # drop the text encoder from host RAM once the prompts are cached
+    # editing
+    edit_fp8: bool  # fp8 storage at inference too (the LoRA stays bf16/fp32)
+    edit_offload: str  # "none" (all resident) | "model" (one component on the GPU at a time) | "blocks" (+ swap)
+    edit_blocks_to_swap: int | str
+    vae_tiling: bool
+
+
+MEMORY_PRESETS: dict[str, MemoryPreset] = {p.name: p for p in (
+    MemoryPreset("16GB", 16, fp8_base=True, train_blocks_to_swap="auto", gradient_checkpointing=True,
+                 optimizer="adamw8bit", release_text_encoder=True, edit_fp8=True, edit_offload="blocks",
+                 edit_blocks_to_swap="auto", vae_tiling=True),
+    MemoryPreset("24GB", 24, fp8_base=True, train_blocks_to_swap="auto", gradient_checkpointing=True,
+                 optimizer="adamw8bit", release_text_encoder=True, edit_fp8=True, edit_offload="blocks",
+                 edit_blocks_to_swap="auto", vae_tiling=True),
+    MemoryPreset("48GB", 48, fp8_base=True, train_blocks_to_swap="auto", gradient_checkpointing=True,
+                 optimizer="adamw", release_text_encoder=False, edit_fp8=False, edit_offload="model",
+                 edit_blocks_to_swap=0, vae_tiling=False),
+    MemoryPreset("80GB+", 80, fp8_base=False, train_blocks_to_swap=0, gradient_checkpointing=True,
+                 optimizer="adamw", release_text_encoder=False, edit_fp8=False, edit_offload="none",
+                 edit_blocks_to_swap=0, vae_tiling=False),
+)}
+PRESET_NAMES = (*MEMORY_PRESETS, "auto")
+
+
+def get_preset(name: str, device: torch.device | str | None = None) -> MemoryPreset:
+    """The preset called ``name``; ``"auto"`` picks the largest tier whose size fits the device's free memory."""
+    if name == "auto":
+        free = free_gpu_gb(device)
+        fitting = [p for p in MEMORY_PRESETS.values() if p.gpu_gb <= free + 0.5]
+        if not fitting:
+            raise ValueError(f"memory_preset='auto': only {free:.1f} GB free on {device or 'the GPU'}, below the "
+                             f"smallest tier ({min(p.gpu_gb for p in MEMORY_PRESETS.values()):.0f} GB). Free GPU "
+                             "memory (close other processes) or use a larger card.")
+        return max(fitting, key=lambda p: p.gpu_gb)
+    if name not in MEMORY_PRESETS:
+        raise ValueError(f"memory_preset must be one of {list(PRESET_NAMES)}, got {name!r}")
+    return MEMORY_PRESETS[name]
+
+
+def free_gpu_gb(device: torch.device | str | None = None) -> float:
+    """Free memory of a CUDA device in GB (``torch.cuda.mem_get_info``); 0 without CUDA."""
+    if not torch.cuda.is_available():
+        return 0.0
+    free, _ = torch.cuda.mem_get_info(torch.device(device) if device is not None else None)
+    return free / GB
+
+
+# ----------------------------------------------------------------------------------------------- placement
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's first parameter lives (CPU for a module without parameters)."""
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def onload(module: torch.nn.Module | None, device: torch.device | str | None) -> Iterator[torch.nn.Module | None]:
+    """Run one stage with ``module`` on ``device`` and send it back to where it was after (emptying the CUDA cache),
+    so encoders share the GPU one at a time. A no-op for ``None``, ``device=None`` or a module already there."""
+    if module is None or device is None:
+        yield module
+        return
+    device = torch.device(device)
+    home = module_device(module)
+    if home == device or (device.type == home.type and device.index is None):
+        yield module
+        return
+    module.to(device)
+    try:
+        yield module
+    finally:
+        module.to(home)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------- fp8 + LoRA
+def apply_fp8(transformer, compute_dtype: torch.dtype | None = None) -> bool:
+    """fp8 (e4m3) storage of the transformer's frozen weights through diffusers' layerwise casting, computing in
+    ``compute_dtype`` (default: the model's own dtype, which must be bf16 or fp16: fp8 from an fp32 model would mix
+    dtypes in the layers diffusers leaves uncast). Idempotent: a second training run or a re-run notebook cell on the
+    same backbone is a no-op instead of diffusers' "hook already exists". Returns True when it cast now."""
+    from diffusers.hooks.layerwise_casting import _is_layerwise_casting_active
+
+    if _is_layerwise_casting_active(transformer):
+        return False
+    dtype = compute_dtype or transformer.dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"fp8 storage needs a bf16 (or fp16) model, but the transformer is {dtype}: load the "
+                         "backbone with dtype=torch.bfloat16 (CLI: --dtype bfloat16, the default on CUDA)")
+    transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    return True
+
+
+def is_fp8(transformer) -> bool:
+    from diffusers.hooks.layerwise_casting import _is_layerwise_casting_active
+
+    return bool(_is_layerwise_casting_active(transformer))
+
+
+def fix_lora_dtype(transformer, dtype: torch.dtype = torch.float32, *, reinit: bool = False,
+                   device: torch.device | str | None = None) -> int:
+    """Put every LoRA parameter back in ``dtype`` after peft created or loaded it.
+
+    peft moves a new adapter to its base layer's dtype when that is a float type, and float8 is one: on an fp8 base a
+    LoRA would be stored in float8 (its B init and small updates round to zero, inference crashes on CPU). ``reinit``
+    re-draws peft's own init (Kaiming A, zero B) after the cast, because an A initialised in fp8 keeps only 9-15
+    distinct values. ``device``: also move them there (peft puts a new adapter beside its base weight, which for a
+    swapped block is the host copy; LoRA weights always live on the execution device). Returns the number of
+    tensors changed."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    n = 0
+    for module in transformer.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name in ("lora_A", "lora_B"):
+            for sub in getattr(module, name).values():
+                for p in sub.parameters():
+                    if p.dtype != dtype or (device is not None and p.device != torch.device(device)):
+                        p.data = p.data.to(device=device, dtype=dtype)
+                        n += 1
+        if reinit:
+            for adapter in list(module.lora_A):
+                module.reset_lora_parameters(adapter, True)
+    return n
+
+
+def lora_dtypes(transformer) -> set[torch.dtype]:
+    """The dtypes of all LoRA parameters (a test and a sanity check print use it)."""
+    return {p.dtype for n, p in transformer.named_parameters() if "lora_" in n}
+
+
+# ----------------------------------------------------------------------------------------------- block swapping
+class _Transport:
+    """How a swapped block's weights move: CUDA = pinned host copies, non-blocking copies on a side stream, events.
+    Subclassed by the tests to emulate a device on the CPU (two "devices" and a fake stream)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def host_copy(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().to("cpu")
+        return t.pin_memory() if self.device.type == "cuda" else t
+
+    def start_copy(self, host: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """Begin a host->device copy; returns (device tensor, event to wait on before use)."""
+        if self.stream is None:
+            return host.to(self.device), None
+        with torch.cuda.stream(self.stream):
+            t = host.to(self.device, non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record(self.stream)
+        return t, ev
+
+    def wait(self, tensors: Sequence[torch.Tensor], event) -> None:
+        if event is None:
+            return
+        cur = torch.cuda.current_stream(self.device)
+        cur.wait_event(event)
+        for t in tensors:  # memory made on the side stream is used on the compute stream: keep it until that is done
+            t.record_stream(cur)
+
+    def placeholder(self, host: torch.Tensor) -> torch.Tensor:
+        """What an offloaded parameter holds: its pinned host copy (a use would fail with a device mismatch)."""
+        return host
+
+
+class BlockSwapper:
+    """Keep the frozen base weights of ``n`` transformer blocks in host memory and stream them in per use.
+
+    Why not diffusers' group offloading (``enable_group_offload``)? It is built for inference: with streams each
+    group restores its parameters from a pinned copy made once, so every LoRA update inside a block is thrown away
+    at the next offload (the LoRA never trains), and with gradient checkpointing its offload runs in the block's
+    post-forward, which the backward recompute never reaches (every block stays resident in backward). This swapper
+    differs where training needs it:
+
+    * only **frozen** parameters move (``requires_grad=False``, not LoRA); LoRA weights, their gradients and the
+      optimiser state stay on the device and are never overwritten. Frozen weights do not change, so restoring them
+      from the host copy is exact;
+    * **forward**: a block's weights are copied in by its pre-hook (waiting on the prefetch), the next swapped block
+      is prefetched on a side stream, and the block is released by its post-hook — safe because with gradient
+      checkpointing nothing of the block is saved for backward (swapping without checkpointing is refused);
+    * **backward**: the checkpoint recompute calls the block again (its pre-hook copies the weights in and prefetches
+      the block before it, in backward order); the block is released when the gradients of all its inputs that need
+      one are computed (tensor hooks registered in forward), i.e. after the last backward op that used its weights; a
+      callback at the end of backward releases whatever is left. This does not depend on checkpoint early-stop.
+    * swapped blocks are the **first** ``n``: backward starts with the resident ones, which hides the first copies.
+
+    ``counts`` records onloads/releases per block and phase (``"forward"`` / ``"backward"``), for tests and logs.
+    Works on CPU too (a no-op copy), where the tests emulate a device with a subclassed transport.
+    """
+
+    def __init__(self, blocks: Sequence[torch.nn.Module], n: int, device: torch.device | str,
+                 transport: _Transport | None = None, owner: torch.nn.Module | None = None):
+        self.owner = owner  # the transformer: its gradient_checkpointing flag is checked in training forwards
+        self.device = torch.device(device)
+        self.blocks = list(blocks)
+        self.n = max(0, min(int(n), len(self.blocks)))
+        self.transport = transport or _Transport(self.device)
+        self.swapped = list(range(self.n))
+        self._host: dict[int, list[tuple[torch.nn.Parameter, torch.Tensor]]] = {}
+        self._pending: dict[int, tuple[list[torch.Tensor], object]] = {}
+        self._loaded: set[int] = set()
+        self._handles: list = []
+        self._waiting: dict[int, int] = {}
+        self.counts: dict[tuple[int, str, str], int] = {}
+        for i in self.swapped:
+            pairs = []
+            for p in self._frozen(self.blocks[i]):
+                host = self.transport.host_copy(p.data)
+                pairs.append((p, host))
+                p.data = self.transport.placeholder(host)
+            self._host[i] = pairs
+            self._handles.append(self.blocks[i].register_forward_pre_hook(self._make_pre(i), with_kwargs=True))
+            self._handles.append(self.blocks[i].register_forward_hook(self._make_post(i), with_kwargs=True))
+        for i in range(self.n, len(self.blocks)):  # resident blocks go to the device whole
+            self.blocks[i].to(self.device)
+
+    @staticmethod
+    def _frozen(block: torch.nn.Module) -> list[torch.nn.Parameter]:
+        return [p for n, p in block.named_parameters() if not p.requires_grad and "lora_" not in n]
+
+    # -- moves
+    def _count(self, i: int, what: str) -> None:
+        phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
+        self.counts[(i, what, phase)] = self.counts.get((i, what, phase), 0) + 1
+
+    def prefetch(self, i: int) -> None:
+        if i not in self._host or i in self._loaded or i in self._pending:
+            return
+        copies = [self.transport.start_copy(h) for _, h in self._host[i]]
+        self._pending[i] = ([t for t, _ in copies], copies[-1][1] if copies else None)
+
+    def load(self, i: int) -> None:
+        if i in self._loaded:
+            return
+        self.prefetch(i)
+        tensors, event = self._pending.pop(i)
+        self.transport.wait(tensors, event)
+        for (p, _), t in zip(self._host[i], tensors, strict=True):
+            p.data = t
+        self._loaded.add(i)
+        self._count(i, "onload")
+
+    def release(self, i: int) -> None:
+        if i not in self._loaded:
+            return
+        for p, host in self._host[i]:
+            p.data = self.transport.placeholder(host)
+        self._loaded.discard(i)
+        self._count(i, "release")
+
+    def release_all(self) -> None:
+        for i in list(self._loaded):
+            self.release(i)
+        self._pending.clear()
+
+    # -- hooks
+    def _neighbour(self, i: int, backward: bool) -> int | None:
+        k = self.swapped.index(i)
+        if backward:
+            return self.swapped[k - 1] if k > 0 else None
+        return self.swapped[(k + 1) % len(self.swapped)] if len(self.swapped) > 1 else None  # wraps: CFG, next step
+
+    def _make_pre(self, i: int):
+        def pre(module, args, kwargs):
+            backward = torch._C._current_graph_task_id() != -1
+            self.load(i)
+            nxt = self._neighbour(i, backward)
+            if nxt is not None:
+                self.prefetch(nxt)
+            if backward or not torch.is_grad_enabled():
+                return None
+            if self.owner is not None and not getattr(self.owner, "gradient_checkpointing", False):
+                raise RuntimeError("block swapping in training needs gradient checkpointing (without it autograd "
+                                   "keeps every block's weights for backward): set gradient_checkpointing=True")
+            inputs = [t for t in (*args, *kwargs.values()) if torch.is_tensor(t) and t.requires_grad]
+            self._waiting[i] = len(inputs)
+            for t in inputs:
+                t.register_hook(self._make_grad_hook(i))
+            return None
+        return pre
+
+    def _make_post(self, i: int):
+        def post(module, args, kwargs, output):
+            if torch._C._current_graph_task_id() == -1:  # forward: nothing of the block is kept for backward
+                self.release(i)
+            return None
+        return post
+
+    def _make_grad_hook(self, i: int):
+        def hook(grad):
+            self._waiting[i] = self._waiting.get(i, 1) - 1
+            if self._waiting[i] <= 0:
+                self.release(i)
+            return grad
+        return hook
+
+    def attach_output(self, output: torch.Tensor) -> None:
+        """Called on the transformer's output: when backward starts there, queue a release of every block still
+        loaded for the end of that backward pass (blocks whose inputs need no gradient, e.g. the first one)."""
+        if not output.requires_grad:
+            return
+
+        def hook(grad):  # runs inside backward, where queue_callback is allowed
+            torch.autograd.Variable._execution_engine.queue_callback(self.release_all)
+            return grad
+        output.register_hook(hook)
+
+    def remove(self, *, restore: bool = True) -> None:
+        """Take the hooks off; ``restore`` puts every swapped block back on the device whole."""
+        self.release_all()
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        if restore:
+            for i in self.swapped:
+                for p, host in self._host[i]:
+                    p.data = host.to(self.device)
+        self._host.clear()
+
+    def summary(self) -> dict:
+        out: dict = {}
+        for (_i, what, phase), c in self.counts.items():
+            out.setdefault(f"{phase}_{what}", 0)
+            out[f"{phase}_{what}"] += c
+        return out
+
+
+def enable_block_swap(transformer, n: int, device, transport: _Transport | None = None) -> BlockSwapper | None:
+    """Install a :class:`BlockSwapper` on the transformer's block list(s) (Wan: ``blocks``; HunyuanVideo:
+    ``transformer_blocks`` then ``single_transformer_blocks``), moving everything else to ``device``. Replaces an
+    earlier swapper. ``n = 0`` puts the whole transformer on ``device`` and returns None."""
+    disable_block_swap(transformer)
+    blocks = transformer_blocks(transformer)
+    device = torch.device(device)
+    if n <= 0:
+        transformer.to(device)
+        return None
+    swapper = BlockSwapper(blocks, n, device, transport, owner=transformer)
+    block_ids = {id(b) for b in blocks}
+    for name, child in transformer.named_children():  # non-block parts (embedders, norms, proj_out) go whole
+        if isinstance(child, torch.nn.ModuleList) and any(id(b) in block_ids for b in child):
+            continue
+        child.to(device)
+    for name, buf in list(transformer.named_buffers(recurse=False)):
+        setattr(transformer, name, buf.to(device))
+    handle = transformer.register_forward_hook(lambda m, a, out: _attach(swapper, out))
+    swapper._handles.append(handle)
+    transformer._loraedit_swapper = swapper
+    return swapper
+
+
+def _attach(swapper: BlockSwapper, out):
+    t = out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
+    if torch.is_tensor(t):
+        swapper.attach_output(t)
+    return None
+
+
+def disable_block_swap(transformer, *, restore: bool = True) -> None:
+    sw = getattr(transformer, "_loraedit_swapper", None)
+    if sw is not None:
+        sw.remove(restore=restore)
+        del transformer._loraedit_swapper
+
+
+def block_swapper(transformer) -> BlockSwapper | None:
+    return getattr(transformer, "_loraedit_swapper", None)
+
+
+def transformer_blocks(transformer) -> list[torch.nn.Module]:
+    """The repeated blocks in execution order (what block swapping and the planner count)."""
+    out: list[torch.nn.Module] = []
+    for name in ("blocks", "transformer_blocks", "single_transformer_blocks"):
+        out += list(getattr(transformer, name, None) or [])
+    if not out:
+        raise TypeError(f"{type(transformer).__name__} has no block list to swap")
+    return out
+
+
+def quiet_checkpoint_warning() -> None:
+    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*use_reentrant.*")
+
+
+# ----------------------------------------------------------------------------------------------- pipelines
+class StagedPipelineMixin:
+    """For our diffusers pipeline subclasses: compute runs on ``_staged_device`` whatever device the weights sit on
+    (diffusers would infer the device from the first component, which may be a CPU-resident encoder), and each
+    encoder is brought there only for its own call (:func:`onload`)."""
+
+    _staged_device: torch.device | None = None
+
+    @property
+    def _execution_device(self):
+        if self._staged_device is not None:
+            return self._staged_device
+        return super()._execution_device
+
+    def _encoders_for(self, *names: str):
+        stack = contextlib.ExitStack()
+        for n in names:
+            stack.enter_context(onload(getattr(self, n, None), self._staged_device))
+        return stack
