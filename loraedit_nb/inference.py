@@ -120,25 +120,105 @@ class EditResult:
 
 def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
     """Make ``backbone.transformer`` run with ``lora`` (a :class:`~loraedit_nb.training.LoraRun`, a saved LoRA
-    folder/file, or None for the un-tuned model). A saved LoRA goes through diffusers' ``load_lora_weights``."""
+    folder/file, or None for the un-tuned model). A saved LoRA goes through diffusers' ``load_lora_weights``; on an
+    fp8-cast transformer it is read with diffusers' ``lora_state_dict`` and loaded into a LoRA made in the compute
+    dtype first, because peft would create it in float8 and round the weights before we could cast them back.
+    The LoRA ends up in the transformer's compute dtype (bf16 for a real model, fp32 for the toy) on the execution
+    device, whatever the order of training, loading and fp8 casting."""
     from .lora import add_lora, check_compatible, load_lora, set_lora_state
+    from .memory import fix_lora_dtype, is_fp8
 
     tr = backbone.transformer
     if getattr(tr, "peft_config", None):
         tr.delete_adapters(list(tr.peft_config))
     if lora is None:
         return
+    dtype = tr.dtype if tr.dtype in (torch.bfloat16, torch.float16) else torch.float32
     if isinstance(lora, (str, os.PathLike)):
-        check_compatible(lora, tr)
-        load_lora(backbone, lora, adapter_name="default", scale=scale)
+        meta = check_compatible(lora, tr)
+        if is_fp8(tr):
+            _load_lora_fp8_safe(backbone, lora, meta, dtype, scale)
+        else:
+            load_lora(backbone, lora, adapter_name="default", scale=scale)
+        fix_lora_dtype(tr, dtype, device=backbone.device)
         return
     cfg = lora.config
     add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets or backbone.adapter.lora_targets)
+    fix_lora_dtype(tr, dtype, device=backbone.device)
     set_lora_state(tr, lora.state_dict)
     if scale != 1.0:
         tr.set_adapters(["default"], [scale])
     tr.requires_grad_(False)
     tr.eval()
+
+
+def _load_lora_fp8_safe(backbone, path, meta: dict, dtype: torch.dtype, scale: float) -> None:
+    """Read a LoRA with diffusers (format conversion included), build the adapter, cast it, then copy the weights."""
+    from pathlib import Path
+
+    from .lora import add_lora, lora_weight_file, set_lora_state
+    from .memory import fix_lora_dtype
+
+    tr = backbone.transformer
+    file = lora_weight_file(Path(path))
+    sd = backbone.adapter.pipeline_class.lora_state_dict(str(file.parent), weight_name=file.name)
+    sd = sd[0] if isinstance(sd, tuple) else sd
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items() if not k.startswith("text_encoder")}
+    a_keys = [k for k in sd if k.endswith("lora_A.weight")]
+    if not a_keys:
+        raise ValueError(f"{file} holds no LoRA weights for the transformer")
+    rank = int(sd[a_keys[0]].shape[0])
+    targets = sorted({k[: -len(".lora_A.weight")] for k in a_keys})
+    add_lora(tr, rank=rank, alpha=meta.get("alpha", rank), targets=targets)
+    fix_lora_dtype(tr, dtype, device=backbone.device)
+    set_lora_state(tr, sd)
+    if scale != 1.0:
+        tr.set_adapters(["default"], [scale])
+    tr.requires_grad_(False)
+    tr.eval()
+
+
+def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height: int, width: int) -> dict:
+    """Place the transformer and encoders for editing as ``memory_preset`` says (:data:`memory.MEMORY_PRESETS`):
+    fp8 storage (cast on the CPU, LoRA re-attached afterwards by :func:`use_lora`), ``edit_offload`` = ``"none"``
+    (everything resident), ``"model"`` (encoders come to the GPU one at a time) or ``"blocks"`` (+ transformer
+    blocks swapped from pinned host memory; ``"auto"`` = the planner's count). A no-op for ``None``.
+    Returns what it chose (recorded in the edit's settings)."""
+    from .memory import apply_fp8, block_swapper, disable_block_swap, enable_block_swap, get_preset, is_fp8
+
+    if memory_preset is None:
+        return {}
+    preset = get_preset(memory_preset, backbone.device)
+    tr = backbone.transformer
+    dev = backbone.device
+    if preset.edit_fp8 and not is_fp8(tr):
+        if tr.dtype in (torch.bfloat16, torch.float16):
+            if getattr(tr, "peft_config", None):
+                tr.delete_adapters(list(tr.peft_config))  # cast the base alone; use_lora attaches the LoRA after
+            disable_block_swap(tr, restore_to="cpu")
+            tr.to("cpu")
+            apply_fp8(tr)
+        else:
+            print(f"memory_preset={preset.name!r}: the transformer is {tr.dtype}, so editing keeps it unquantised "
+                  "(load with dtype=torch.bfloat16 for fp8 storage)")
+    n = 0
+    if preset.edit_offload == "blocks":
+        n = preset.edit_blocks_to_swap
+        if n == "auto":
+            n = 0
+            if not backbone.is_tiny and dev.type == "cuda":
+                from .planner import plan
+
+                n = plan(dict(tr.config), frames, height, width, preset.name).edit_blocks_to_swap
+    sw = block_swapper(tr)
+    if not (sw is not None and n and sw.n >= n):  # an installed swapper with at least as many blocks is kept
+        enable_block_swap(tr, int(n), dev)
+    if preset.edit_offload == "none":
+        for m in backbone.encoders:
+            m.to(dev)
+    sw = block_swapper(tr)
+    return {"memory_preset": preset.name, "edit_offload": preset.edit_offload, "fp8": is_fp8(tr),
+            "blocks_to_swap": sw.n if sw else 0, "vae_tiling": preset.vae_tiling}
 
 
 def feathered(mask: np.ndarray, radius: int = 2) -> np.ndarray:
@@ -173,7 +253,8 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
                guidance: float | None = None, flow_shift: float | None = None, seed: int | None = None,
                composite: bool = False, feather: int = 2, resize_edits: bool = False,
                preview_every: int = 0, preview: Callable[[int, np.ndarray], None] | None = None,
-               vae_tiling: bool = False, vae_slicing: bool = False, progress: bool = True) -> EditResult:
+               vae_tiling: bool = False, vae_slicing: bool = False, memory_preset: str | None = None,
+               progress: bool = True) -> EditResult:
     """Edit ``source_video`` from an edited first frame (+ optional edited later frames) with a trained LoRA.
 
     ``source_video`` float ``(T, H, W, 3)`` in [0, 1]; ``mask`` bool ``(T, H, W)``, True = edit;
@@ -184,6 +265,8 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     ``composite``: paste the source back outside a ``feather``-px feathered mask after decoding (off by default).
     ``lora``: a LoraRun, a saved LoRA folder, or None (un-tuned model). ``seed=None`` picks one and prints it.
     ``preview(step, video)`` is called every ``preview_every`` denoising steps with the decoded current estimate.
+    ``memory_preset``: ``"16GB" | "24GB" | "48GB" | "80GB+" | "auto"`` places the model for that GPU tier
+    (:func:`prepare_for_editing`); the default is ``"auto"`` for a real backbone on a GPU, nothing for a tiny one.
     """
     import time
 
@@ -213,6 +296,10 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
         from .models import WAN_NEGATIVE_PROMPT
 
         negative_prompt = "" if backbone.is_tiny or backbone.adapter.family != "wan" else WAN_NEGATIVE_PROMPT
+    if memory_preset is None and not backbone.is_tiny and backbone.device.type == "cuda":
+        memory_preset = "auto"
+    placement = prepare_for_editing(backbone, memory_preset, T, H, W)
+    vae_tiling = vae_tiling or placement.get("vae_tiling", False)
     use_lora(backbone, lora)
     if vae_tiling:
         backbone.vae.enable_tiling()
@@ -236,7 +323,7 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     settings = dict(steps=steps or d.get("steps"), guidance=d.get("guidance") if guidance is None else guidance,
                     flow_shift=d.get("flow_shift") if flow_shift is None else flow_shift, composite=composite,
                     place_edited_frames=place_edited_frames, edited_frame_indices=sorted(edited_frames or {}),
-                    negative_prompt=negative_prompt, backbone=backbone.name)
+                    negative_prompt=negative_prompt, backbone=backbone.name, **placement)
     return EditResult(out, seed, prompt, settings, time.time() - t0)
 
 

@@ -117,16 +117,28 @@ def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], *, t
     return path
 
 
+OFFICIAL_WEIGHT_NAMES = ("adapter_model.safetensors",)  # LoRA-Edit's official code / diffusion-pipe save this
+
+
+def lora_weight_file(path: Path) -> Path:
+    """The weight file of a LoRA folder (ours, or an official LoRA-Edit / diffusion-pipe folder) or the file itself."""
+    if not path.is_dir():
+        if not path.exists():
+            raise FileNotFoundError(f"LoRA not found: {path}")
+        return path
+    for name in (WEIGHT_NAME, *OFFICIAL_WEIGHT_NAMES):
+        if (path / name).exists():
+            return path / name
+    raise FileNotFoundError(f"no {WEIGHT_NAME} (or {', '.join(OFFICIAL_WEIGHT_NAMES)}) in {path}: train a LoRA "
+                            "first (train_lora) or give its folder")
+
+
 def read_lora_meta(path: str | os.PathLike) -> dict:
+    """Our metadata beside a LoRA (rank, alpha, targets, backbone signature); ``{}`` for a foreign LoRA."""
     path = Path(path)
-    if path.is_dir():
-        if not (path / WEIGHT_NAME).exists():
-            raise FileNotFoundError(f"no {WEIGHT_NAME} in {path}: train a LoRA first (train_lora) or give its folder")
-        meta = path / META_NAME
-        return json.loads(meta.read_text()) if meta.exists() else {}
-    if not path.exists():
-        raise FileNotFoundError(f"LoRA not found: {path}")
-    return {}
+    lora_weight_file(path)  # a clear error for a missing LoRA
+    meta = path / META_NAME
+    return json.loads(meta.read_text()) if path.is_dir() and meta.exists() else {}
 
 
 def check_compatible(path: str | os.PathLike, transformer) -> dict:
@@ -146,10 +158,7 @@ def load_lora(pipe_or_backbone, path: str | os.PathLike, *, adapter_name: str = 
 
     pipe = pipe_or_backbone if isinstance(pipe_or_backbone, DiffusionPipeline) else pipe_or_backbone.pipeline()
     check_compatible(path, pipe.transformer)
-    path = Path(path)
-    if path.is_dir():
-        pipe.load_lora_weights(str(path), weight_name=WEIGHT_NAME, adapter_name=adapter_name)
-    else:
-        pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+    file = lora_weight_file(Path(path))
+    pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=adapter_name)
     pipe.set_adapters([adapter_name], [scale])
     return pipe

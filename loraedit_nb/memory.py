@@ -207,6 +207,11 @@ class _Transport:
         return host
 
 
+def make_transport(device: torch.device) -> _Transport:
+    """The transport :func:`enable_block_swap` uses (tests replace it to emulate a device on the CPU)."""
+    return _Transport(device)
+
+
 class BlockSwapper:
     """Keep the frozen base weights of ``n`` transformer blocks in host memory and stream them in per use.
 
@@ -253,10 +258,22 @@ class BlockSwapper:
                 pairs.append((p, host))
                 p.data = self.transport.placeholder(host)
             self._host[i] = pairs
+            self._adopt(i)
             self._handles.append(self.blocks[i].register_forward_pre_hook(self._make_pre(i), with_kwargs=True))
             self._handles.append(self.blocks[i].register_forward_hook(self._make_post(i), with_kwargs=True))
         for i in range(self.n, len(self.blocks)):  # resident blocks go to the device whole
             self.blocks[i].to(self.device)
+
+    def _adopt(self, i: int) -> None:
+        """A swapped block's LoRA parameters and buffers live on the device like everything that is not swapped."""
+        held = {id(p) for p, _ in self._host.get(i, [])}
+        for p in self.blocks[i].parameters():
+            if id(p) not in held and p.device != self.device:
+                p.data = p.data.to(self.device)
+        for mod in self.blocks[i].modules():
+            for name, b in list(mod.named_buffers(recurse=False)):
+                if b.device != self.device:
+                    setattr(mod, name, b.to(self.device))
 
     @staticmethod
     def _frozen(block: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -276,6 +293,8 @@ class BlockSwapper:
     def load(self, i: int) -> None:
         if i in self._loaded:
             return
+        if i in self._pending:
+            self._count(i, "prefetched")  # the copy was started before it was needed (hidden behind compute)
         self.prefetch(i)
         tensors, event = self._pending.pop(i)
         self.transport.wait(tensors, event)
@@ -349,16 +368,17 @@ class BlockSwapper:
             return grad
         output.register_hook(hook)
 
-    def remove(self, *, restore: bool = True) -> None:
-        """Take the hooks off; ``restore`` puts every swapped block back on the device whole."""
+    def remove(self, *, restore_to: torch.device | str | None = "device") -> None:
+        """Take the hooks off and put every swapped weight back whole: on the device (default), on ``restore_to``,
+        or, with ``None``, left as it is (host copies)."""
         self.release_all()
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        if restore:
-            for i in self.swapped:
-                for p, host in self._host[i]:
-                    p.data = host.to(self.device)
+        target = self.device if restore_to == "device" else restore_to
+        for i in self.swapped:
+            for p, host in self._host[i]:
+                p.data = host if target is None else host.to(target)
         self._host.clear()
 
     def summary(self) -> dict:
@@ -373,15 +393,15 @@ def enable_block_swap(transformer, n: int, device, transport: _Transport | None 
     """Install a :class:`BlockSwapper` on the transformer's block list(s) (Wan: ``blocks``; HunyuanVideo:
     ``transformer_blocks`` then ``single_transformer_blocks``), moving everything else to ``device``. Replaces an
     earlier swapper. ``n = 0`` puts the whole transformer on ``device`` and returns None."""
-    disable_block_swap(transformer)
+    disable_block_swap(transformer, restore_to="cpu")  # via the host: restoring 40 blocks to the GPU could OOM
     blocks = transformer_blocks(transformer)
     device = torch.device(device)
     if n <= 0:
         transformer.to(device)
         return None
-    swapper = BlockSwapper(blocks, n, device, transport, owner=transformer)
+    swapper = BlockSwapper(blocks, n, device, transport or make_transport(device), owner=transformer)
     block_ids = {id(b) for b in blocks}
-    for name, child in transformer.named_children():  # non-block parts (embedders, norms, proj_out) go whole
+    for child in transformer.children():  # non-block parts (embedders, norms, proj_out) go whole
         if isinstance(child, torch.nn.ModuleList) and any(id(b) in block_ids for b in child):
             continue
         child.to(device)
@@ -400,10 +420,11 @@ def _attach(swapper: BlockSwapper, out):
     return None
 
 
-def disable_block_swap(transformer, *, restore: bool = True) -> None:
+def disable_block_swap(transformer, *, restore_to: torch.device | str | None = "device") -> None:
+    """Remove the transformer's swapper, if any (see :meth:`BlockSwapper.remove` for ``restore_to``)."""
     sw = getattr(transformer, "_loraedit_swapper", None)
     if sw is not None:
-        sw.remove(restore=restore)
+        sw.remove(restore_to=restore_to)
         del transformer._loraedit_swapper
 
 

@@ -308,11 +308,12 @@ def _word_tokenizer(words: list[str], *, special: tuple[str, ...] = (), eos: boo
 
 
 def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str = "wan",
-                         words: list[str] | None = None) -> Backbone:
+                         words: list[str] | None = None, layers: int = 2) -> Backbone:
     """Tiny random Wan2.1-I2V stack built from config (nothing downloaded), for tests.
 
     ``vae="wan"``: a tiny ``AutoencoderKLWan`` (x8 spatial, x4 temporal, z=16, real Wan geometry).
     ``vae="patchify"``: the toy backbone's lossless VAE (x2 spatial). ``image_encoder``: include the CLIP branch.
+    ``layers``: transformer blocks (more for block-swapping tests).
     """
     from transformers import (
         CLIPImageProcessor,
@@ -335,7 +336,7 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
     heads, head_dim = 2, 12
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=2 * z + 4,
-        out_channels=z, text_dim=text_dim, freq_dim=32, ffn_dim=48, num_layers=2, cross_attn_norm=True,
+        out_channels=z, text_dim=text_dim, freq_dim=32, ffn_dim=48, num_layers=layers, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", image_dim=clip_dim if image_encoder else None,
         added_kv_proj_dim=heads * head_dim if image_encoder else None, rope_max_seq_len=64)
     words = words or "a the red green blue yellow disc square moves circles left right up down , fast slow".split()

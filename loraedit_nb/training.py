@@ -122,7 +122,11 @@ def wan_config(memory_preset: str | None = None, **overrides) -> TrainConfig:
 def default_config(backbone, **overrides) -> TrainConfig:
     """Toy-scale settings for the embedded and tiny backbones, the paper's (``wan_config``) for real models of
     either family (HunyuanVideo-I2V uses the same presets: its 13B transformer is sized like Wan's 14B)."""
-    return toy_config(**overrides) if backbone.is_tiny else wan_config(**overrides)
+    if backbone.is_tiny:
+        return toy_config(**overrides)
+    if backbone.device.type == "cuda" and "memory_preset" not in overrides:
+        overrides["memory_preset"] = "auto"  # the tier that the card's free memory allows
+    return wan_config(**overrides)
 
 
 # ----------------------------------------------------------------------------------------------- caching
@@ -302,9 +306,9 @@ def _init_from(transformer, init) -> None:
     else:
         p = Path(init)
         read_lora_meta(p)
-        from .lora import WEIGHT_NAME
+        from .lora import lora_weight_file
 
-        raw = load_file(str(p / WEIGHT_NAME if p.is_dir() else p))
+        raw = load_file(str(lora_weight_file(p)))
         sd = {k.removeprefix("transformer."): v for k, v in raw.items()}
     set_lora_state(transformer, sd)
 

@@ -1,0 +1,246 @@
+"""The real-GPU memory path, proven on the CPU: block swapping trains, fp8 keeps the LoRA's dtype, 8-bit AdamW
+checkpoints resume, stages bring one encoder at a time, every rank uses its own device and RNG.
+
+A GPU is emulated where it matters: block swapping runs through a transport that copies every weight between two
+CPU "devices" (host copy / device copy), leaves an empty tensor behind when a block is released (so any use of a
+released weight fails loudly) and records a fake stream's copy/wait order."""
+
+import contextlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from loraedit_nb import memory
+from loraedit_nb import regimes as R
+from loraedit_nb.inference import edit_video, use_lora
+from loraedit_nb.models import tiny_random_backbone
+from loraedit_nb.training import TrainConfig, toy_config, train_lora
+from tests.conftest import moving_square
+
+
+class TwoDeviceTransport(memory._Transport):
+    """Host and "device" are both CPU, but every onload is a fresh copy and a released weight is an empty tensor."""
+
+    def __init__(self, device):
+        super().__init__(torch.device("cpu"))
+        self.log = []
+
+    def host_copy(self, t):
+        return t.detach().clone()
+
+    def start_copy(self, host):
+        ev = object()
+        self.log.append(("copy", id(ev)))
+        return host.clone(), ev
+
+    def wait(self, tensors, event):
+        assert ("copy", id(event)) in self.log, "waited on a copy that was never started"
+        self.log.append(("wait", id(event)))
+
+    def placeholder(self, host):
+        return torch.empty(0, dtype=host.dtype)
+
+
+@pytest.fixture
+def two_devices(monkeypatch):
+    made = []
+
+    def factory(device):
+        made.append(TwoDeviceTransport(device))
+        return made[-1]
+    monkeypatch.setattr(memory, "make_transport", factory)
+    return made
+
+
+def _clip():
+    v, m = moving_square(T=5, H=32, W=32, size=8, step=3)
+    return v, m, R.motion_sample(v, m, "a red square moves right")
+
+
+def _bb(dtype=torch.float32, layers=4):
+    bb = tiny_random_backbone(vae="patchify", image_encoder=True, seed=3, layers=layers)
+    return bb.to(None, dtype) if dtype != torch.float32 else bb
+
+
+def _cfg(**kw):
+    return toy_config(**{**dict(steps=5, rank=4, batch_size=1, colour_aug=None, lr=5e-3, log_every=1,
+                                gradient_checkpointing=True), **kw})
+
+
+def test_block_swapping_trains_the_same_lora_and_moves_every_block_both_ways(two_devices):
+    v, m, s = _clip()
+    ref = train_lora(_bb(), [s], _cfg(), progress=False)
+    bb = _bb()
+    run = train_lora(bb, [s], _cfg(blocks_to_swap=3), progress=False)
+    assert run.history[-1]["loss"] != run.history[0]["loss"]  # it trains at all
+    for k, v0 in ref.state_dict.items():
+        torch.testing.assert_close(run.state_dict[k], v0, atol=1e-6, rtol=0)
+    sw = memory.block_swapper(bb.transformer)
+    assert sw is not None and sw.swapped == [0, 1, 2]
+    for i in sw.swapped:  # each swapped block: onloaded and released once per step in forward and in backward
+        for what in ("onload", "release"):
+            for phase in ("forward", "backward"):
+                assert sw.counts.get((i, what, phase)) == 5, (i, what, phase, sw.counts)
+    assert not any(i == 3 for i, _, _ in sw.counts)  # the resident block never moves
+    prefetched = sum(c for (i, what, _), c in sw.counts.items() if what == "prefetched")
+    loads = sum(c for (i, what, _), c in sw.counts.items() if what == "onload")
+    assert prefetched >= loads * 0.6  # most copies were started ahead of use (side-stream prefetch)
+    # LoRA weights never left the device; frozen weights of swapped blocks are released (empty) between uses
+    blk = bb.transformer.blocks[0]
+    assert blk.attn1.to_q.base_layer.weight.numel() == 0 and blk.attn1.to_q.lora_A["default"].weight.numel() > 0
+    # editing right after training runs through the same swapper and gives the no-swap model's edit
+    a = edit_video(bb, run, v, m, v[0], steps=2, seed=0, progress=False).video
+    ref_bb = _bb()
+    b = edit_video(ref_bb, ref, v, m, v[0], steps=2, seed=0, progress=False).video
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert sw.counts[(0, "onload", "forward")] > 5
+
+
+def test_swapping_needs_gradient_checkpointing():
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        TrainConfig(blocks_to_swap=4, gradient_checkpointing=False)
+    with pytest.raises(ValueError, match="blocks_to_swap"):
+        TrainConfig(block_offload=True)  # the old option trained nothing; it names its replacement
+
+
+def test_fp8_base_trains_twice_and_keeps_the_lora_out_of_fp8(tmp_path):
+    v, m, s = _clip()
+    bb = _bb(torch.bfloat16)
+    cfg = _cfg(fp8_base=True, steps=3)
+    run1 = train_lora(bb, [s], cfg, progress=False)
+    assert memory.is_fp8(bb.transformer)
+    run2 = train_lora(bb, [s], cfg, output_dir=tmp_path / "r", progress=False)  # once raised "hook already exists"
+    assert memory.lora_dtypes(bb.transformer) == {torch.float32}
+    a = bb.transformer.blocks[0].attn1.to_q.lora_A["default"].weight
+    assert a.unique().numel() > 50  # not the 9-15 values of an init quantised to fp8
+    assert all(h["loss"] == h["loss"] for h in run1.history + run2.history)
+    # a saved LoRA loaded onto the fp8 backbone keeps its values (in the bf16 compute dtype)
+    use_lora(bb, tmp_path / "r" / "lora")
+    assert memory.lora_dtypes(bb.transformer) == {torch.bfloat16}
+    got = {k: p for k, p in bb.transformer.named_parameters() if "lora_" in k}
+    for k, want in run2.state_dict.items():
+        name = k.replace(".weight", ".default.weight")
+        torch.testing.assert_close(got[name].float(), want.to(torch.bfloat16).float(), atol=0, rtol=0)
+    out = edit_video(bb, tmp_path / "r" / "lora", v, m, v[0], steps=2, seed=0, progress=False).video
+    assert np.isfinite(out).all() and out.shape == v.shape
+    # and onto a fresh backbone that editing casts to fp8 (memory_preset "24GB": fp8 storage at inference)
+    fresh = _bb(torch.bfloat16)
+    res = edit_video(fresh, tmp_path / "r" / "lora", v, m, v[0], steps=2, seed=0, memory_preset="24GB",
+                     progress=False)
+    assert memory.is_fp8(fresh.transformer) and res.settings["fp8"]
+    assert memory.lora_dtypes(fresh.transformer) == {torch.bfloat16}
+
+
+def test_fp8_needs_a_bf16_model():
+    with pytest.raises(ValueError, match="bfloat16"):
+        memory.apply_fp8(_bb().transformer)
+
+
+def test_adamw8bit_checkpoint_saves_at_the_end_and_resumes(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    v, m, s = _clip()
+    cfg = _cfg(optimizer="adamw8bit", steps=6, gradient_checkpointing=False)
+    full = train_lora(_bb(layers=2), [s], cfg, output_dir=tmp_path / "full", progress=False)
+    assert (tmp_path / "full" / "lora" / "pytorch_lora_weights.safetensors").exists()  # save at the last step
+    train_lora(_bb(layers=2), [s], cfg, output_dir=tmp_path / "cut", progress=False, stop_after=3)
+    resumed = train_lora(_bb(layers=2), [s], cfg, output_dir=tmp_path / "cut", progress=False)
+    assert [h["step"] for h in resumed.history] == list(range(1, 7))
+    for k, v0 in full.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[k], v0, atol=1e-6, rtol=1e-5)
+
+
+def test_adamw8bit_without_bitsandbytes_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    v, m, s = _clip()
+    with pytest.raises(ImportError, match=r"\.\[gpu\]"):
+        train_lora(_bb(layers=2), [s], _cfg(optimizer="adamw8bit", steps=1), progress=False)
+
+
+def test_caching_brings_one_encoder_at_a_time(monkeypatch):
+    active, seen, peak = [], [], [0]
+    real = memory.onload
+
+    @contextlib.contextmanager
+    def spy(module, device):
+        if module is not None:
+            active.append(type(module).__name__)
+            seen.append(active[-1])
+            peak[0] = max(peak[0], len(set(active)))  # nested onloads of one module are one module
+        try:
+            with real(module, device) as mm:
+                yield mm
+        finally:
+            if module is not None:
+                active.pop()
+    monkeypatch.setattr(memory, "onload", spy)
+    from loraedit_nb.training import cache_samples
+
+    bb = _bb(layers=2)
+    v, m, s = _clip()
+    cache_samples(bb, [s], _cfg(), progress=False)
+    assert peak[0] == 1, seen  # never two encoders on the device together
+    assert {"PatchifyVAE", "UMT5EncoderModel", "CLIPVisionModel"} <= set(seen)
+
+
+def test_released_text_encoder_reloads_only_for_a_new_prompt(tmp_path):
+    bb = tiny_random_backbone(image_encoder=False)
+    bb.name = "my-wan"  # a non-tiny name: folders of real backbones can reload their text encoder
+    bb.save_pretrained(tmp_path / "bb")
+    from loraedit_nb.models import load_backbone
+
+    bb2 = load_backbone(tmp_path / "bb")
+    e1 = bb2.encode_prompt("a red disc moves right")
+    assert bb2.release_text_encoder() and bb2.text_encoder is None
+    torch.testing.assert_close(bb2.encode_prompt("a red disc moves right"), e1)  # from the cache
+    assert bb2.text_encoder is None
+    bb2.encode_prompt("a blue disc")  # a new prompt reloads it
+    assert bb2.text_encoder is not None
+
+
+def test_each_rank_loads_for_its_own_device_and_nothing_touches_the_gpu(monkeypatch, tmp_path):
+    bb = tiny_random_backbone(image_encoder=False)
+    bb.name = "my-wan"
+    bb.save_pretrained(tmp_path / "bb")
+    from loraedit_nb.models import load_backbone, resolve_device
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    bb2 = load_backbone(tmp_path / "bb", torch.bfloat16, "cuda")  # no CUDA here: it must not move anything
+    assert bb2.device == torch.device("cuda", 1)
+    assert {p.device.type for m in (bb2.transformer, *bb2.encoders) for p in m.parameters()} == {"cpu"}
+
+
+def test_every_rank_restores_its_own_rng(tmp_path):
+    from loraedit_nb import training as T
+
+    ck = tmp_path / T.CHECKPOINT_NAME
+    g0, g1 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    T._save_rng(ck, g0, 0, step=4)
+    T._save_rng(ck, g1, 1, step=4)
+    for rank, g in ((0, g0), (1, g1)):
+        r = torch.Generator()
+        r.set_state(torch.load(T._rng_path(ck, rank), weights_only=True)["state"])
+        assert torch.equal(r.get_state(), g.get_state())
+    assert not torch.equal(g0.get_state(), g1.get_state())
+
+
+def test_fsdp_is_refused_with_the_way_out(monkeypatch):
+    from accelerate import Accelerator, DistributedType
+
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    v, m, s = _clip()
+    with pytest.raises(RuntimeError, match="DDP"):
+        train_lora(_bb(layers=2), [s], _cfg(steps=1), progress=False)
+
+
+def test_presets_and_auto(monkeypatch):
+    assert set(memory.MEMORY_PRESETS) == {"16GB", "24GB", "48GB", "80GB+"}
+    monkeypatch.setattr(memory, "free_gpu_gb", lambda device=None: 47.5)
+    assert memory.get_preset("auto").name == "48GB"
+    monkeypatch.setattr(memory, "free_gpu_gb", lambda device=None: 8.0)
+    with pytest.raises(ValueError, match="smallest tier"):
+        memory.get_preset("auto")
+    with pytest.raises(ValueError, match="memory_preset must be one of"):
+        memory.get_preset("12GB")
