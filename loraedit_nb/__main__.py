@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, NotADirectoryError)
+
+
+def main(argv: list[str] | None = None, *, catch: bool = False) -> int:
+    """Parse and run a subcommand. ``catch``: print a user error as one line naming the fix and return 2 instead of
+    raising (the shell entry points; set ``LORAEDIT_TRACEBACK=1`` to see the traceback)."""
     p = argparse.ArgumentParser(prog="python -m loraedit_nb", description="LoRA-Edit, as notebooks and a CLI")
     sub = p.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run the main job on the embedded toy backbone; writes outputs/")
@@ -25,9 +31,20 @@ def main(argv: list[str] | None = None) -> int:
 
     add_parsers(sub)
     a = p.parse_args(argv)
-    a.func(a)
+    if not catch or os.environ.get("LORAEDIT_TRACEBACK"):
+        a.func(a)
+        return 0
+    try:
+        a.func(a)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
+def console_main() -> int:
+    return main(catch=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

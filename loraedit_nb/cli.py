@@ -59,58 +59,99 @@ def read_edited_frames(folder: str | Path, frames: int) -> dict[int, np.ndarray]
     return out
 
 
-def cmd_train(a: argparse.Namespace) -> None:
+def is_tiny_name(backbone: str) -> bool:
+    from .models import TINY_BACKBONES
+
+    return backbone in TINY_BACKBONES
+
+
+def resolve_runtime(a: argparse.Namespace, backbone: str) -> tuple:
+    """(dtype, device, memory preset) for a CLI run. On a CUDA machine a real backbone defaults to bfloat16 on the GPU
+    with ``--memory-preset auto`` (float32 would be 91 GB of weights for the 14B model); tiny ones stay on the CPU in
+    float32 unless told otherwise."""
     import torch
 
-    from .models import load_backbone
-    from .regimes import appearance_samples, motion_sample
-    from .training import default_config, summarize, train_lora
-    from .video import write_video
+    real_gpu = torch.cuda.is_available() and not is_tiny_name(backbone)
+    device = a.device if a.device is not None else ("cuda" if real_gpu else None)
+    on_cuda = device is not None and str(device).startswith("cuda")
+    dtype = a.dtype or ("bfloat16" if on_cuda and not is_tiny_name(backbone) else "float32")
+    preset = a.memory_preset if a.memory_preset is not None else ("auto" if on_cuda and not is_tiny_name(backbone)
+                                                                  else None)
+    if preset is not None and not on_cuda and not is_tiny_name(backbone):
+        raise ValueError(f"--memory-preset {preset} is for a GPU, but this run is on the CPU: add --device cuda")
+    return getattr(torch, dtype), device, preset
 
-    bb = load_backbone(a.backbone, dtype=getattr(torch, a.dtype), device=a.device)
-    d = bb.defaults
-    frames, height, width = a.frames or d["num_frames"], a.height or d["height"], a.width or d["width"]
-    run = Path(a.out)
-    run.mkdir(parents=True, exist_ok=True)
-    video, mask, fps, idx = prepare_clip(a.video, a.mask, frames, height, width)
-    write_video(run / "source.mp4", video, fps)
-    M.save_npz(run / "mask.npz", mask)
-    samples = [motion_sample(video, mask, a.prompt)]
-    if a.edited_frames:
-        edited = read_edited_frames(a.edited_frames, frames)
-        samples += appearance_samples(video, mask, edited, a.appearance_prompt or a.prompt)
+
+def train_overrides(a: argparse.Namespace) -> dict:
+    """TrainConfig overrides from the ``train`` flags (only those given)."""
     over = {k: v for k, v in dict(steps=a.steps, rank=a.rank, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
                                    w_generate=a.w_generate, w_keep=a.w_keep, checkpoint_every=a.checkpoint_every,
-                                   fp8_base=a.fp8 or None, block_offload=a.block_offload or None).items()
+                                   fp8_base=a.fp8 or None).items()
             if v is not None}
+    if a.blocks_to_swap is not None:
+        over["blocks_to_swap"] = a.blocks_to_swap if a.blocks_to_swap == "auto" else int(a.blocks_to_swap)
     if a.colour_aug is not None:
         over["colour_aug"] = None if a.colour_aug == "none" else a.colour_aug
     if a.adam8bit:
         over["optimizer"] = "adamw8bit"
     if a.no_grad_ckpt:
         over["gradient_checkpointing"] = False
-    cfg = default_config(bb, **over)
+    return over
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from . import models, training
+    from .regimes import appearance_samples, motion_sample
+    from .video import write_video
+
+    dtype, device, preset = resolve_runtime(a, a.backbone)
+    bb = models.load_backbone(a.backbone, dtype=dtype, device=device)
+    d = bb.defaults
+    frames, height, width = a.frames or d["num_frames"], a.height or d["height"], a.width or d["width"]
+    run = Path(a.out)
+    run.mkdir(parents=True, exist_ok=True)
+    video, mask, fps, idx = prepare_clip(a.video, a.mask, frames, height, width)
+    write_video(run / "source.mp4", video, fps)  # to watch; edit reads the exact clip below
+    np.savez_compressed(run / "source.npz", video=video.astype(np.float16), fps=np.float32(fps))
+    M.save_npz(run / "mask.npz", mask)
+    samples = [motion_sample(video, mask, a.prompt)]
+    if a.edited_frames:
+        edited = read_edited_frames(a.edited_frames, frames)
+        samples += appearance_samples(video, mask, edited, a.appearance_prompt or a.prompt)
+    over = train_overrides(a)
+    if preset is not None:
+        over["memory_preset"] = preset
+    cfg = training.default_config(bb, **over)
     (run / "run.json").write_text(json.dumps({
         "backbone": a.backbone, "video": str(a.video), "mask": str(a.mask), "prompt": a.prompt, "frames": frames,
         "height": height, "width": width, "fps": fps, "source_indices": idx.tolist(),
+        "memory_preset": cfg.memory_preset,
         "edited_frames": sorted(read_edited_frames(a.edited_frames, frames)) if a.edited_frames else []}, indent=1))
-    result = train_lora(bb, samples, cfg, output_dir=run)
-    print(f"{summarize(result)}; LoRA saved to {run / 'lora'}")
+    result = training.train_lora(bb, samples, cfg, output_dir=run)
+    print(f"{training.summarize(result)}; LoRA saved to {run / 'lora'}")
+
+
+def read_run_clip(run: Path) -> tuple[np.ndarray, float]:
+    """The prepared clip exactly as training saw it (``source.npz``); older runs only have the H.264 ``source.mp4``."""
+    if (run / "source.npz").exists():
+        with np.load(run / "source.npz") as z:
+            return z["video"].astype(np.float32), float(z["fps"])
+    return read_video(run / "source.mp4")
 
 
 def cmd_edit(a: argparse.Namespace) -> None:
-    import torch
-
     from .inference import edit_video, save_edit
     from .models import load_backbone
 
     run = Path(a.run)
     if not (run / "run.json").exists():
         raise FileNotFoundError(f"{run} is not a run folder (no run.json): train first with "
-                                "`python -m loraedit_nb train ... --out {run}`")
+                                f"`python -m loraedit_nb train ... --out {run}`")
     info = json.loads((run / "run.json").read_text())
-    bb = load_backbone(a.backbone or info["backbone"], dtype=getattr(torch, a.dtype), device=a.device)
-    video, fps = read_video(run / "source.mp4")
+    backbone = a.backbone or info["backbone"]
+    dtype, device, preset = resolve_runtime(a, backbone)
+    bb = load_backbone(backbone, dtype=dtype, device=device)
+    video, fps = read_run_clip(run)
     mask = M.load(run / "mask.npz")
     first = read_image(a.edited_frame)
     edited = read_edited_frames(a.edited_frames, len(video)) if a.edited_frames else None
@@ -118,7 +159,8 @@ def cmd_edit(a: argparse.Namespace) -> None:
     res = edit_video(bb, lora, video, mask, first, edited_frames=edited, place_edited_frames=a.place_edited_frames,
                      prompt=a.prompt if a.prompt is not None else info.get("prompt", ""), steps=a.steps,
                      guidance=a.guidance, flow_shift=a.flow_shift, seed=a.seed, composite=a.composite,
-                     resize_edits=a.resize_edits, vae_tiling=a.vae_tiling, vae_slicing=a.vae_tiling)
+                     resize_edits=a.resize_edits, vae_tiling=a.vae_tiling, vae_slicing=a.vae_tiling,
+                     memory_preset=preset)
     files = save_edit(res, a.out or run / "edited.mp4", video, mask, fps=fps)
     print(f"edited video: {files['edited']}\ncomparison (source | mask | edited): {files['comparison']}\n"
           f"seed {res.seed}, {res.seconds:.1f} s")
@@ -137,6 +179,16 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     cfg = toy_config(**({"steps": a.steps} if a.steps else {}))
     rows = run_comparison(bb, toy_cases(a.cases), variants, cfg, out=a.out, seed=a.seed, workers=a.workers)
     print(f"{len(rows)} edits evaluated; results in {a.out}/results.json, table in {a.out}/results.md")
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    from .memory import PRESET_NAMES
+
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="weights' dtype (default: bfloat16 for a real backbone on CUDA, else float32)")
+    p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda for a real backbone when available)")
+    p.add_argument("--memory-preset", choices=PRESET_NAMES,
+                   help="GPU tier: what stays on the GPU in each stage (default: auto = from the free memory)")
 
 
 def add_parsers(sub) -> None:
@@ -173,11 +225,10 @@ def add_parsers(sub) -> None:
     t.add_argument("--colour-aug", choices=["none", "permute", "hue"])
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--fp8", action="store_true", help="fp8 storage of the frozen base (layerwise casting)")
-    t.add_argument("--adam8bit", action="store_true", help="8-bit AdamW (bitsandbytes, CUDA)")
-    t.add_argument("--block-offload", action="store_true", help="offload transformer blocks to CPU (CUDA)")
+    t.add_argument("--adam8bit", action="store_true", help='8-bit AdamW (pip install -e ".[gpu]")')
+    t.add_argument("--blocks-to-swap", help="transformer blocks streamed from pinned host memory: N or 'auto'")
     t.add_argument("--no-grad-ckpt", action="store_true", help="disable gradient checkpointing")
-    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    t.add_argument("--device", default=None)
+    _runtime_args(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("edit", help="edit a trained run's video from an edited first frame")
@@ -196,6 +247,5 @@ def add_parsers(sub) -> None:
     e.add_argument("--no-lora", action="store_true", help="the un-tuned model (for comparison)")
     e.add_argument("--vae-tiling", action="store_true", help="VAE tiling + slicing (large outputs, small GPUs)")
     e.add_argument("--backbone", help="override the run's backbone")
-    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    e.add_argument("--device", default=None)
+    _runtime_args(e)
     e.set_defaults(func=cmd_edit)

@@ -84,3 +84,63 @@ def test_evaluation_reuses_loras_and_splits_cases_over_workers(tmp_path):
     assert all(r["lora_reused"] and r["train_steps"] == 2 for r in comp)  # the motion LoRA, not a second run
     assert not any(r["lora_reused"] for r in one if r["variant"] == "motion")
     assert (tmp_path / "eval" / "results.md").exists()
+
+
+def test_real_backbone_defaults_to_bf16_on_the_gpu_with_an_auto_preset(monkeypatch):
+    import argparse
+
+    import torch
+
+    import loraedit_nb.models  # noqa: F401 - import diffusers (and bitsandbytes) before CUDA is faked
+    from loraedit_nb.cli import resolve_runtime
+
+    a = argparse.Namespace(dtype=None, device=None, memory_preset=None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_runtime(a, "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers") == (torch.bfloat16, "cuda", "auto")
+    assert resolve_runtime(a, "toy") == (torch.float32, None, None)  # the toy stays on the CPU in fp32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_runtime(a, "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers") == (torch.float32, None, None)
+    with pytest.raises(ValueError, match="--device cuda"):
+        resolve_runtime(argparse.Namespace(dtype=None, device=None, memory_preset="24GB"), "Wan-AI/x")
+
+
+def test_memory_preset_flag_reaches_the_training_config(clip_files, monkeypatch):
+    import torch
+
+    import loraedit_nb.models as models
+    import loraedit_nb.training as training
+    from loraedit_nb.models import tiny_random_backbone
+
+    tmp, _, _ = clip_files
+    seen = {}
+
+    def fake_load(name, dtype=None, device=None):
+        bb = tiny_random_backbone(image_encoder=False)
+        bb.name = name  # looks like the real model to the CLI and default_config
+        return bb
+
+    def fake_train(bb, samples, cfg, **kw):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+    monkeypatch.setattr(models, "load_backbone", fake_load)
+    monkeypatch.setattr(training, "train_lora", fake_train)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit):
+        main(["train", "--video", str(tmp / "clip.mp4"), "--mask", str(tmp / "mask.npz"), "--out", str(tmp / "r"),
+              "--backbone", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "--frames", "5", "--height", "64", "--width",
+              "64", "--memory-preset", "24GB"])
+    cfg = seen["cfg"]
+    assert cfg.memory_preset == "24GB" and cfg.fp8_base and cfg.optimizer == "adamw8bit"
+    assert cfg.blocks_to_swap == "auto" and cfg.gradient_checkpointing and cfg.release_text_encoder
+
+
+def test_user_errors_print_one_line_with_the_fix(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "loraedit_nb", "edit", "--run", str(tmp_path / "nope"),
+                        "--edited-frame", "x.png"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "torchvision" not in ln]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "train first" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and "{run}" not in r.stderr
