@@ -6,9 +6,9 @@ Mask convention (everywhere in this package): a boolean ``(T, H, W)`` array, **T
 
 __version__ = "0.1.0"
 
-from . import masks, video  # noqa: E402,F401  (light modules; the torch-heavy ones import on use)
-
 import logging as _logging  # noqa: E402
+
+from . import masks, video  # noqa: E402,F401  (light modules; the torch-heavy ones import on use)
 
 # bitsandbytes (the optional 8-bit AdamW) warns on import on CPUs with AVX512-BF16 that an optional 4-bit CPU kernel
 # package is missing; this package never runs 4-bit CPU matmuls, so that one logger is quieted (nothing else is)

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 
-
 USER_ERRORS = (ValueError, FileNotFoundError, ImportError, NotADirectoryError)
 
 
