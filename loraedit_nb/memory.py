@@ -288,15 +288,18 @@ class BlockSwapper:
         if i not in self._host or i in self._loaded or i in self._pending:
             return
         copies = [self.transport.start_copy(h) for _, h in self._host[i]]
-        self._pending[i] = ([t for t, _ in copies], copies[-1][1] if copies else None)
+        self._pending[i] = ([t for t, _ in copies], copies[-1][1] if copies else None,
+                            torch.is_inference_mode_enabled())
 
     def load(self, i: int) -> None:
         if i in self._loaded:
             return
+        if i in self._pending and self._pending[i][2] != torch.is_inference_mode_enabled():
+            del self._pending[i]  # made under inference_mode (an edit's wrap-around prefetch): unusable for training
         if i in self._pending:
             self._count(i, "prefetched")  # the copy was started before it was needed (hidden behind compute)
         self.prefetch(i)
-        tensors, event = self._pending.pop(i)
+        tensors, event, _ = self._pending.pop(i)
         self.transport.wait(tensors, event)
         for (p, _), t in zip(self._host[i], tensors, strict=True):
             p.data = t

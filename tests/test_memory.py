@@ -244,3 +244,33 @@ def test_presets_and_auto(monkeypatch):
         memory.get_preset("auto")
     with pytest.raises(ValueError, match="memory_preset must be one of"):
         memory.get_preset("12GB")
+
+
+def test_block_swapping_on_hunyuan_dual_and_single_stream_blocks(two_devices):
+    from loraedit_nb.hunyuan import tiny_random_hunyuan
+
+    v, m, s = _clip()
+    cfg = _cfg(steps=3)
+    ref = train_lora(tiny_random_hunyuan(), [s], cfg, progress=False)
+    bb = tiny_random_hunyuan()
+    run = train_lora(bb, [s], replace_cfg(cfg, blocks_to_swap=2), progress=False)
+    for k, v0 in ref.state_dict.items():
+        torch.testing.assert_close(run.state_dict[k], v0, atol=1e-6, rtol=0)
+    sw = memory.block_swapper(bb.transformer)
+    assert sw.n == 2 and all(sw.counts.get((i, "release", "backward")) == 3 for i in (0, 1)), sw.counts
+
+
+def replace_cfg(cfg, **kw):
+    from dataclasses import replace
+
+    return replace(cfg, **kw)
+
+
+def test_training_again_after_an_edit_with_swapping(two_devices):
+    """An edit's prefetches are made under inference_mode; a later training run must not use them."""
+    v, m, s = _clip()
+    bb = _bb()
+    run = train_lora(bb, [s], _cfg(blocks_to_swap=3, steps=2), progress=False)
+    edit_video(bb, run, v, m, v[0], steps=2, seed=0, progress=False)
+    again = train_lora(bb, [s], _cfg(blocks_to_swap=3, steps=2), progress=False)
+    assert len(again.history) == 2 and np.isfinite(again.history[-1]["loss"])
