@@ -223,6 +223,7 @@ def memory_report(backbone, n_trainable: int, config: TrainConfig) -> dict:
     on_host = sum(p.numel() * p.element_size() for p in frozen if p.device.type != dev.type)
     per_param = 4 + 4 + (8 if config.optimizer == "adamw" else 2)  # fp32 param + grad + 2 moments (8-bit: 1 B each)
     return {"trainable_params": n_trainable, "frozen_params": sum(p.numel() for p in frozen),
+            "gpu_weights_bytes": on_dev, "host_weights_bytes": on_host,
             "gpu_weights_gb": round(on_dev / 1e9, 3), "host_weights_gb": round(on_host / 1e9, 3),
             "estimated_weights_gb": round((on_dev + on_host) / 1e9, 3),
             "estimated_lora_and_optimizer_gb": round(n_trainable * per_param / 1e9, 4)}

@@ -274,3 +274,48 @@ def test_training_again_after_an_edit_with_swapping(two_devices):
     edit_video(bb, run, v, m, v[0], steps=2, seed=0, progress=False)
     again = train_lora(bb, [s], _cfg(blocks_to_swap=3, steps=2), progress=False)
     assert len(again.history) == 2 and np.isfinite(again.history[-1]["loss"])
+
+
+def test_official_lora_folder_loads_through_diffusers_converter(tmp_path):
+    """A LoRA-Edit / diffusion-pipe folder (adapter_model.safetensors, diffusion_model.* keys) is accepted."""
+    from safetensors.torch import save_file
+
+    v, m, s = _clip()
+    bb = _bb(layers=2)
+    run = train_lora(bb, [s], _cfg(steps=3, lr=2e-2), progress=False)
+    names = {"attn1": "self_attn", "attn2": "cross_attn", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o",
+             "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2"}
+
+    def official(key):
+        for a, b in names.items():
+            key = key.replace(f".{a}.", f".{b}.")
+        return "diffusion_model." + key
+    folder = tmp_path / "official_lora"
+    folder.mkdir()
+    save_file({official(k): v.contiguous() for k, v in run.state_dict.items()}, str(folder / "adapter_model.safetensors"))
+    use_lora(bb, None)
+    use_lora(bb, folder)
+    got = {k.replace(".default", ""): p for k, p in bb.transformer.named_parameters() if "lora_" in k}
+    for k, want in run.state_dict.items():
+        torch.testing.assert_close(got[k].detach(), want)
+
+
+def test_folder_papercuts(tmp_path):
+    """A 720P folder gets 720P defaults, CLIP stays fp32 in a bf16 folder load, fp8 bytes are counted as stored."""
+    from loraedit_nb.models import META_FILE, load_backbone
+    from loraedit_nb.training import memory_report
+
+    bb = tiny_random_backbone()
+    bb.name = "my-wan"
+    path = bb.save_pretrained(tmp_path / "Wan2.1-I2V-14B-720P-Diffusers")
+    (path / META_FILE).unlink()  # a plain diffusers folder: no metadata of ours
+    bb2 = load_backbone(path, torch.bfloat16)
+    assert (bb2.defaults["height"], bb2.defaults["width"]) == (720, 1280)
+    assert bb2.image_encoder.dtype == torch.float32 and bb2.transformer.dtype == torch.bfloat16
+    bb2.transformer.requires_grad_(False)  # frozen, as under a LoRA
+    before = memory_report(bb2, 0, TrainConfig())["gpu_weights_bytes"]
+    memory.apply_fp8(bb2.transformer)
+    after = memory_report(bb2, 0, TrainConfig(fp8_base=True))["gpu_weights_bytes"]
+    stored = sum(p.numel() * p.element_size() for p in bb2.transformer.parameters())
+    fp8 = sum(p.numel() for p in bb2.transformer.parameters() if p.dtype == torch.float8_e4m3fn)
+    assert after == stored and fp8 > 0 and after < before  # fp8 at 1 byte, the uncast rest at its own size
