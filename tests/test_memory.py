@@ -292,7 +292,8 @@ def test_official_lora_folder_loads_through_diffusers_converter(tmp_path):
         return "diffusion_model." + key
     folder = tmp_path / "official_lora"
     folder.mkdir()
-    save_file({official(k): v.contiguous() for k, v in run.state_dict.items()}, str(folder / "adapter_model.safetensors"))
+    save_file({official(k): v.contiguous() for k, v in run.state_dict.items()},
+              str(folder / "adapter_model.safetensors"))
     use_lora(bb, None)
     use_lora(bb, folder)
     got = {k.replace(".default", ""): p for k, p in bb.transformer.named_parameters() if "lora_" in k}
