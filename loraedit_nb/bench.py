@@ -335,6 +335,8 @@ def random_init(factory: Callable, device="cpu", dtype=None, *, keep_fp32: Seque
 
     with init_empty_weights(include_buffers=False):  # buffers built for real: Wan's rope tables are computed here
         m = factory()
+    if hasattr(m, "tie_weights"):  # transformers: the meta patch re-creates every parameter, which unties them
+        m.tie_weights()
     return materialize_(m, device, dtype, keep_fp32=keep_fp32, seed=seed)
 
 
@@ -435,6 +437,8 @@ def _full_rows(model: str, frames: int, height: int, width: int, option: str, st
     """One full-size training row through :func:`~loraedit_nb.training.train_lora` (runs in its own process)."""
     import torch
 
+    if model not in FULL_MODELS:  # before the heavy imports: a typo fails in seconds
+        raise KeyError(f"unknown full-size model {model!r}: use one of {list(FULL_MODELS)}")
     from .models import Backbone
     from .training import train_lora
 
@@ -636,7 +640,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    default=["80GB+", "48GB", "24GB", "16GB", "no_ckpt"],
                    help=f"memory presets {list(MEMORY_PRESETS)} and/or raw variants: no_ckpt (80GB+ without "
                         "gradient checkpointing), swap<N> (48GB settings, exactly N blocks swapped)")
-    p.add_argument("--steps", type=int, default=2, help="timed training steps per row (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=2,
+                   help="timed training steps per row, after one warm-up step (0: one step, warm-up included)")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--layers", type=int, help="override the layer count (CPU dry run: 1)")
     p.add_argument("--height", type=int, default=480)

@@ -60,7 +60,10 @@ def flow_matching_loss(transformer, z0: torch.Tensor, cond: torch.Tensor, contex
         context = {"encoder_hidden_states": context, "encoder_hidden_states_image": image_embeds}
     tt = t.view(-1, *([1] * (z0.ndim - 1))).to(z0.dtype)
     zt = (1 - tt) * z0 + tt * noise
-    dtype = next(p.dtype for p in transformer.parameters() if p.dtype.is_floating_point)
+    # the model's compute dtype: diffusers' ModelMixin.dtype reports the compute dtype under fp8 layerwise casting
+    # (the first parameter could be a float8 storage tensor)
+    model = getattr(transformer, "module", transformer)
+    dtype = getattr(model, "dtype", None) or next(p.dtype for p in model.parameters() if p.dtype.is_floating_point)
     inp = torch.cat([zt, cond.to(zt.dtype)], 1).to(dtype)
     kw = {k: None if v is None else v.to(device=inp.device, dtype=dtype if v.is_floating_point() else v.dtype)
           for k, v in context.items()}

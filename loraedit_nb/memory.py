@@ -79,11 +79,15 @@ def get_preset(name: str, device: torch.device | str | None = None) -> MemoryPre
 
 
 def free_gpu_gb(device: torch.device | str | None = None) -> float:
-    """Free memory of a CUDA device in GB (``torch.cuda.mem_get_info``); 0 without CUDA."""
+    """Free memory of a CUDA device in GB (``torch.cuda.mem_get_info``, within this process's memory-fraction cap);
+    0 without CUDA."""
     if not torch.cuda.is_available():
         return 0.0
-    free, _ = torch.cuda.mem_get_info(torch.device(device) if device is not None else None)
-    return free / GB
+    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    free, total = torch.cuda.mem_get_info(dev)
+    # a process capped by set_per_process_memory_fraction (a shared card, or an emulated smaller one) has less
+    cap = torch.cuda.get_per_process_memory_fraction(dev) * total - torch.cuda.memory_reserved(dev)
+    return min(free, cap) / GB
 
 
 # ----------------------------------------------------------------------------------------------- placement
