@@ -320,3 +320,30 @@ def test_folder_papercuts(tmp_path):
     stored = sum(p.numel() * p.element_size() for p in bb2.transformer.parameters())
     fp8 = sum(p.numel() for p in bb2.transformer.parameters() if p.dtype == torch.float8_e4m3fn)
     assert after == stored and fp8 > 0 and after < before  # fp8 at 1 byte, the uncast rest at its own size
+
+
+def test_offloaded_checkpoints_are_exactly_the_block_inputs(monkeypatch):
+    """save_on_cpu around a checkpointed forward packs each block's input, never a block's internals."""
+    packed = []
+    real = torch.autograd.graph.save_on_cpu
+
+    class Spy(real):
+        def __init__(self, pin_memory=False, device_type="cuda"):
+            super().__init__(pin_memory, device_type)
+            inner = self.pack_hook
+
+            def pack(t):
+                packed.append(tuple(t.shape))
+                return inner(t)
+            self.pack_hook = pack
+    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", Spy)
+    v, m, s = _clip()
+    ref = train_lora(_bb(), [s], _cfg(steps=2), progress=False)
+    bb = _bb()
+    run = train_lora(bb, [s], _cfg(steps=2, offload_checkpoints=True), progress=False)
+    for k, v0 in ref.state_dict.items():
+        torch.testing.assert_close(run.state_dict[k], v0, atol=1e-6, rtol=0)
+    c = bb.transformer.config
+    d, n = c.num_attention_heads * c.attention_head_dim, 2 * 16 * 16 // 4  # 2 latent frames x (16/2)^2 tokens
+    assert packed.count((1, n, d)) >= 2 * c.num_layers  # every block's hidden-state input, in each of 2 steps
+    assert (1, n, c.ffn_dim) not in packed  # a block's FFN activations are recomputed in backward, not stored
