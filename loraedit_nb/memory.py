@@ -49,16 +49,20 @@ class MemoryPreset:
 
 MEMORY_PRESETS: dict[str, MemoryPreset] = {p.name: p for p in (
     MemoryPreset("16GB", 16, fp8_base=True, train_blocks_to_swap="auto", gradient_checkpointing=True,
-                 optimizer="adamw8bit", release_text_encoder=True, offload_checkpoints=True, edit_fp8=True, edit_offload="blocks",
+                 optimizer="adamw8bit", release_text_encoder=True,
+                 offload_checkpoints=True, edit_fp8=True, edit_offload="blocks",
                  edit_blocks_to_swap="auto", vae_tiling=True),
     MemoryPreset("24GB", 24, fp8_base=True, train_blocks_to_swap="auto", gradient_checkpointing=True,
-                 optimizer="adamw8bit", release_text_encoder=True, offload_checkpoints=True, edit_fp8=True, edit_offload="blocks",
+                 optimizer="adamw8bit", release_text_encoder=True,
+                 offload_checkpoints=True, edit_fp8=True, edit_offload="blocks",
                  edit_blocks_to_swap="auto", vae_tiling=True),
     MemoryPreset("48GB", 48, fp8_base=True, train_blocks_to_swap="auto", gradient_checkpointing=True,
-                 optimizer="adamw", release_text_encoder=False, offload_checkpoints=False, edit_fp8=False, edit_offload="model",
+                 optimizer="adamw", release_text_encoder=False,
+                 offload_checkpoints=False, edit_fp8=False, edit_offload="model",
                  edit_blocks_to_swap=0, vae_tiling=False),
     MemoryPreset("80GB+", 80, fp8_base=False, train_blocks_to_swap=0, gradient_checkpointing=True,
-                 optimizer="adamw", release_text_encoder=False, offload_checkpoints=False, edit_fp8=False, edit_offload="none",
+                 optimizer="adamw", release_text_encoder=False,
+                 offload_checkpoints=False, edit_fp8=False, edit_offload="none",
                  edit_blocks_to_swap=0, vae_tiling=False),
 )}
 PRESET_NAMES = (*MEMORY_PRESETS, "auto")

@@ -1,36 +1,40 @@
 """Measure, on the CPU, the activation memory that :mod:`loraedit_nb.planner` extrapolates to full-size clips.
 
-    python scripts/measure_activations.py [--part wan|hunyuan|vae|all] [--json PATH]
+    python scripts/measure_activations.py [--part wan|hunyuan|vae|all] [--json PATH] [--real-fp8]
 
-What is measured (figures printed as JSON; ``planner.py`` hard-codes them):
+What is measured (printed as JSON; ``planner.py`` hard-codes the figures):
 
-* **Transformer, training step.** Real-width blocks (Wan2.1-14B: d 5120, ffn 13824, 40 heads; HunyuanVideo-13B:
-  d 3072, one dual-stream and one single-stream block) inside the real diffusers model with 1-2 layers, random bf16
-  weights (the ``_keep_in_fp32_modules`` kept fp32, as ``from_pretrained`` does), LoRA rank 16 attached with
-  ``loraedit_nb.lora.add_lora`` (fp32), gradient checkpointing on, forward under ``torch.autocast("cpu", bf16)``
-  inside ``peft.helpers.disable_input_dtype_casting`` — the training configuration — with and without fp8 layerwise
-  casting (``loraedit_nb.memory.apply_fp8`` before the LoRA, as training does). One step =
-  ``loraedit_nb.loss.flow_matching_loss`` + ``backward``. Small token counts (64/128/256 video tokens) and the real
-  context (Wan: 512 text + 257 image tokens; Hunyuan: 544 text tokens), then a linear fit ``bytes = a * n + b``.
-  * ``step_peak``: peak live bytes during the step above what was allocated before (weights, inputs): with one
-    layer of each kind this is one block's recompute + backward (all it saves, its temporaries, the bf16 compute
-    copies of fp8 weights) + the head, embeddings and loss + one checkpointed input;
-  * ``keep``: what each further checkpointed block adds (``step_peak`` with 2 layers minus with 1): its input;
+* **Transformer.** Real-width blocks (Wan2.1-14B: d 5120, ffn 13824, 40 heads; HunyuanVideo-13B: d 3072, one
+  dual-stream and one single-stream block) inside the real diffusers model cut to 1-2 layers, bf16 weights (the
+  ``_keep_in_fp32_modules`` fp32, as ``from_pretrained`` keeps them; values are zeros: memory does not depend on
+  them), LoRA rank 16 from ``loraedit_nb.lora.add_lora`` (fp32), gradient checkpointing on, forward under
+  ``torch.autocast("cpu", bf16)`` inside ``peft.helpers.disable_input_dtype_casting`` — the training configuration —
+  once with bf16 base weights and once with fp8 layerwise casting before the LoRA (training's order). A step =
+  ``loraedit_nb.loss.flow_matching_loss`` + ``backward``; the real context (Wan 512 text + 257 image tokens, Hunyuan
+  544 text tokens), 128 and 256 video tokens, each run twice (the first builds oneDNN's cached primitives).
+  * ``step_peak``: peak live bytes of a step of the 1-layer model above what existed before (weights, inputs): one
+    block's checkpoint recompute + backward (all it saves, its temporaries, under fp8 the bf16 copies of its
+    weights) + head, embeddings, loss, one checkpointed input. An :func:`envelope` over the token count, checked
+    by a run at 384 tokens;
+  * ``keep``: what one more checkpointed block adds after the forward (2 layers minus 1): its inputs;
   * ``saved``: autograd's saved tensors of one block without checkpointing (``saved_tensors_hooks``, unique
-    storages, parameters excluded) — what one block holds while its backward runs (cf. the audit's Appendix A.5);
-  * ``infer_peak``: peak of a no-grad forward of the 1-layer model (bf16, no autocast), LoRA fp32 with peft's input
-    cast (what a just-trained LoRA does) and LoRA bf16 (a LoRA loaded with diffusers).
-* **VAE encode / decode** (fp32, no grad) of a short clip at two small sizes with the full channel widths: Wan
-  1 + 4 frames (its causal chunks: memory depends on H*W, not on T), Hunyuan one 17-frame temporal tile. Fitted
-  per pixel of area; the planner adds the parts that grow with T (the output being concatenated) and Hunyuan's
-  causal attention mask (O((H*W)^2), analytic).
+    storages, parameters excluded; as in the audit's Appendix A.5);
+  * ``infer_peak``: peak of a no-grad forward of the 1-layer model (bf16, no autocast) with the LoRA in fp32 (peft
+    casts each adapted input to fp32) and in bf16 (as editing loads it).
+  The fp8 rows emulate the float8 cast with a copy (:func:`copy_casting`: same hooks, same bf16 copies; CPU float8
+  casts are slow); ``--real-fp8`` uses float8 storage (at 256 Wan tokens both give 777.04 MB).
+* **VAE encode / decode** (fp32, no grad) at two small sizes with the full channel widths: Wan 1 + 4 frames (its
+  causal chunks: memory depends on H*W, not on T), Hunyuan one 17-frame temporal tile; an envelope over the pixel
+  area. The planner adds what grows with T (the video in, the output being concatenated) and Hunyuan's causal
+  attention mask (O((H*W)^2), analytic).
 
-"Live bytes" = glibc ``mallinfo2()`` (in-use heap + mmapped), sampled after every aten op by a
-``TorchDispatchMode``: temporaries inside a single kernel are not seen. CPU attention is PyTorch's flash kernel
-(no n x n matrix, like flash / memory-efficient attention on the GPU); autocast's CPU and CUDA op lists differ a
-little (the Wan / Hunyuan blocks do their norms in fp32 explicitly, so little depends on it).
+"Live bytes" = glibc ``mallinfo2()`` (heap in use + mmapped chunks), recorded after every aten op by a
+``TorchDispatchMode`` (forward and backward): temporaries inside one kernel are not seen. An op's live bytes are
+linear in the token count (CPU attention is PyTorch's flash kernel: no n x n matrix, like flash / memory-efficient
+attention on the GPU), so two sizes give each op's line and the peak at any size is their maximum
+(:func:`envelope`). CPU and CUDA autocast op lists differ a little (the blocks do their norms in fp32 explicitly).
 
-Takes about 3-5 CPU minutes on 2 cores (needs ~8 GB RAM). Run 2026-12-01 for the figures in planner.py.
+About 6 minutes on 2 cores (Wan 1.5, Hunyuan 2.5, VAEs 2), ~8 GB RAM. Run on 2026-12-01 for planner.py's figures.
 """
 
 from __future__ import annotations
@@ -63,21 +67,40 @@ def live_bytes() -> int:
 
 
 class PeakMode(TorchDispatchMode):
-    """Track the peak of :func:`live_bytes` after every aten op (forward and backward)."""
+    """Record :func:`live_bytes` after every aten op (forward and backward), relative to the start."""
 
     def __enter__(self):
         gc.collect()
-        self.base = self.peak = live_bytes()
+        self.base = live_bytes()
+        self.trace: list[int] = []
         return super().__enter__()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        self.peak = max(self.peak, live_bytes())
+        self.trace.append(live_bytes() - self.base)
         return out
 
     @property
     def delta(self) -> int:
-        return self.peak - self.base
+        return max(self.trace, default=0)
+
+
+def envelope(n1: int, t1: list[int], n2: int, t2: list[int]) -> list[tuple[int, float]]:
+    """The peak as a function of the size ``n``, from two runs of the same op sequence: each op's live bytes are
+    linear in ``n`` (``fixed + per_unit * n``, from its value in both runs), and the peak is their maximum, a convex
+    piecewise-linear function. Returns the (fixed, per_unit) pairs that are the maximum somewhere in 1..1e7 (the
+    upper envelope), so the peak of a much larger ``n`` is not a straight line through two peaks that may sit at
+    different ops."""
+    if len(t1) != len(t2):
+        raise RuntimeError(f"op sequences differ between the two sizes ({len(t1)} vs {len(t2)} ops)")
+    pairs = [((a * n2 - b * n1) / (n2 - n1), (b - a) / (n2 - n1)) for a, b in zip(t1, t2, strict=True)]
+    keep = {max(range(len(pairs)), key=lambda i: pairs[i][0] + pairs[i][1] * n) for n in np.geomspace(1, 1e7, 400)}
+    return sorted({(round(pairs[i][0]), round(pairs[i][1], 1)) for i in keep}, key=lambda p: p[1])
+
+
+def at(env: list[tuple[int, float]], n: float) -> float:
+    """Evaluate an :func:`envelope` at ``n``."""
+    return max(f + s * n for f, s in env)
 
 
 def fit(ns, ys) -> dict:
@@ -90,30 +113,30 @@ def fit(ns, ys) -> dict:
 
 # ----------------------------------------------------------------------------------------------- models
 def _keep_fp32(model) -> None:
-    """``from_pretrained(torch_dtype=bf16)`` keeps ``_keep_in_fp32_modules`` in fp32 (a name part matches)."""
+    """``from_pretrained(torch_dtype=bf16)`` keeps ``_keep_in_fp32_modules`` in fp32: a parameter or buffer whose
+    name has one as a part (``diffusers/models/model_loading_utils.py``)."""
     keep = model._keep_in_fp32_modules or []
-    for name, mod in model.named_modules():
-        if any(k in name.split(".") for k in keep):
-            mod.float()
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and any(k in name.split(".") for k in keep):
+            t.data = t.data.float()
 
 
 def build(family: str, n_dual: int = 2, n_single: int = 2):
     from diffusers import HunyuanVideoTransformer3DModel, WanTransformer3DModel
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
     from loraedit_nb.bench import HUNYUAN_13B_CONFIG, WAN_14B_CONFIG
 
-    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
-
     torch.manual_seed(0)
-    with torch.device("meta"):  # random values: memory does not depend on them (fast: no init on the CPU)
+    with torch.device("meta"):  # no init on the CPU (slow at this width)
         if family == "wan":
             m = WanTransformer3DModel(**{**WAN_14B_CONFIG, "num_layers": n_dual})
         else:
             m = HunyuanVideoTransformer3DModel(**{**HUNYUAN_13B_CONFIG, "num_layers": n_dual,
                                                   "num_single_layers": n_single})
     m.to(torch.bfloat16).to_empty(device="cpu")
-    for p in m.parameters():
-        p.data.uniform_(-0.02, 0.02)
+    for p in m.parameters():  # zeros: memory does not depend on the values (and no NaN/denormal slow paths)
+        p.data.zero_()
     if family == "wan":  # its only buffers (the rope tables), recomputed
         c = WAN_14B_CONFIG
         m.rope = WanRotaryPosEmbed(c["attention_head_dim"], c["patch_size"], c["rope_max_seq_len"])
@@ -166,8 +189,8 @@ def _clear_grads(model) -> None:
     gc.collect()
 
 
-def train_step(model, z0, cond, ctx) -> tuple[int, int]:
-    """One training step's (peak, after-forward) live bytes above the start."""
+def train_step(model, z0, cond, ctx) -> tuple[list[int], int]:
+    """One training step: (live-bytes trace, live bytes after the forward), relative to the start."""
     from peft.helpers import disable_input_dtype_casting
 
     from loraedit_nb.loss import flow_matching_loss
@@ -184,7 +207,17 @@ def train_step(model, z0, cond, ctx) -> tuple[int, int]:
         loss.backward()
     del loss
     _clear_grads(model)
-    return pm.delta, after_fwd
+    return pm.trace, after_fwd
+
+
+def infer(model, z0, cond, ctx) -> tuple[list[int], int]:
+    """A no-grad forward (bf16, no autocast, as the pipeline runs it): (trace, 0)."""
+    from loraedit_nb.loss import flow_matching_loss
+
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad(), PeakMode() as pm:
+        flow_matching_loss(model, z0, cond, ctx, torch.rand(1, generator=g), torch.randn(z0.shape, generator=g))
+    return pm.trace, 0
 
 
 def twice(fn, *args):
@@ -194,20 +227,22 @@ def twice(fn, *args):
 
 
 def saved_by_block(model, block, z0, cond, ctx) -> dict:
-    """Bytes autograd saves inside ``block`` (no checkpointing), unique storages, parameters excluded."""
+    """Bytes autograd saves inside ``block`` (no checkpointing), unique storages, parameters excluded (a parameter
+    saved in another dtype than it is stored in — the bf16 compute copy of an fp8 weight — counts)."""
     from peft.helpers import disable_input_dtype_casting
 
     from loraedit_nb.loss import flow_matching_loss
 
-    stored = {id(p): p.dtype for p in model.parameters()}  # a parameter saved in another dtype (fp8 storage, bf16
-    seen: dict[int, tuple[int, torch.dtype, tuple]] = {}  # compute copy) is an activation: it is counted
+    params = list(model.parameters())
+    stored = {id(p): p.dtype for p in params}
+    home = {p.untyped_storage().data_ptr() for p in params}  # a copy made during the pass is not a weight
+    seen: dict[int, tuple[int, torch.dtype, tuple]] = {}
     keep: list = []  # holds every counted storage, so that no address is reused during the pass
 
     def pack(t):
-        if isinstance(t, torch.nn.Parameter) and stored.get(id(t)) == t.dtype:
-            return t
         s = t.untyped_storage()
-        if s.data_ptr() not in seen:
+        weights = home & {p.untyped_storage().data_ptr() for p in params if p.dtype == stored[id(p)]}
+        if s.data_ptr() not in weights and s.data_ptr() not in seen:
             seen[s.data_ptr()] = (s.nbytes(), t.dtype, tuple(t.shape))
             keep.append(t.detach())
         return t
@@ -225,67 +260,100 @@ def saved_by_block(model, block, z0, cond, ctx) -> dict:
         h1.remove()
         h2.remove()
         model.enable_gradient_checkpointing()
-    del loss, keep
+    keep.clear()
+    del loss
     _clear_grads(model)
     by_dtype: dict[str, int] = {}
     for nbytes, dt, _ in seen.values():
-        by_dtype[str(dt).replace("torch.", "")] = by_dtype.get(str(dt).replace("torch.", ""), 0) + nbytes
+        k = str(dt).replace("torch.", "")
+        by_dtype[k] = by_dtype.get(k, 0) + nbytes
     big = sorted(seen.values(), key=lambda v: -v[0])[:3]
     return {"total": sum(v[0] for v in seen.values()), "by_dtype": by_dtype,
             "largest": [f"{b} B {str(d).replace('torch.', '')} {list(s)}" for b, d, s in big]}
 
 
-def infer(model, z0, cond, ctx) -> int:
-    from loraedit_nb.loss import flow_matching_loss
+@contextlib.contextmanager
+def copy_casting():
+    """fp8 layerwise casting's memory behaviour without CPU float8 casts (slow): diffusers' own hooks on diffusers'
+    own choice of layers, but "casting" = a fresh bf16 copy of the weight before the layer runs (what autograd
+    saves) and the stored tensor put back after. The stored weights are parameters either way (not counted)."""
+    from diffusers.hooks.layerwise_casting import LayerwiseCastingHook
 
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad(), PeakMode() as pm:
-        flow_matching_loss(model, z0, cond, ctx, torch.rand(1, generator=g), torch.randn(z0.shape, generator=g))
-    return pm.delta
+    def pre(self, module, *args, **kwargs):
+        module._stored = [(p, p.data) for p in module.parameters(recurse=False)]
+        for p, d in module._stored:
+            p.data = d.clone()
+        return args, kwargs
+
+    def post(self, module, output):
+        for p, d in module._stored:
+            p.data = d
+        del module._stored
+        return output
+
+    old = LayerwiseCastingHook.pre_forward, LayerwiseCastingHook.post_forward
+    LayerwiseCastingHook.pre_forward, LayerwiseCastingHook.post_forward = pre, post
+    try:
+        yield
+    finally:
+        LayerwiseCastingHook.pre_forward, LayerwiseCastingHook.post_forward = old
 
 
-def measure_transformer(family: str, ns=(64, 128, 256)) -> dict:
+def peaks(model, family, samples, ns, check, r, fn, name, validate=True):
+    """Run ``fn`` (a training step or an inference forward) on the 1-layer model at both sizes; store its envelope
+    in ``r[name]`` (checked against a run at ``check`` tokens). Returns the after-forward bytes at both sizes."""
+    with layers(model, family, 1, 1):
+        (t1, a1), (t2, a2) = (twice(fn, model, *samples[n]) for n in ns)
+        env = envelope(ns[0], t1, ns[1], t2)
+        r[name] = {"envelope": env, "at_20280_GB": round(at(env, 20280) / 1e9, 3)}
+        if validate:
+            tc, _ = twice(fn, model, *samples[check])
+            r[name]["check"] = {"n": check, "measured": max(tc), "predicted": round(at(env, check))}
+    return a1, a2
+
+
+def measure_transformer(family: str, ns=(128, 256), check: int = 384, real_fp8: bool = False) -> dict:
+    """Training-step peak, saved bytes, checkpoint keep and inference peak of real-width blocks (module docstring)
+    for bf16 base weights and for fp8 layerwise casting (:func:`copy_casting` unless ``real_fp8``). Peaks are
+    :func:`envelope` s over the video-token count, checked against a run at ``check`` tokens."""
     from loraedit_nb.hunyuan import HUNYUAN_TARGETS
     from loraedit_nb.lora import DEFAULT_TARGETS, add_lora
-    from loraedit_nb.memory import apply_fp8, fix_lora_dtype
+    from loraedit_nb.memory import fix_lora_dtype
 
     g = torch.Generator().manual_seed(0)
-    samples = {n: sample(family, n, g) for n in ns}
-    shapes = [(1, 1)] + ([(2, 1)] if family == "wan" else [(2, 1), (1, 2)])
+    samples = {n: sample(family, n, g) for n in (*ns, check)}
+    more = [(2, 1)] if family == "wan" else [(2, 1), (1, 2)]
     out: dict = {}
-    for fp8 in (False, True):
+    for key in ("bf16", "fp8"):
         t0 = time.perf_counter()
-        model = build(family)
-        if fp8:
-            apply_fp8(model)
+        r: dict = {}
+        emulate = key == "fp8" and not real_fp8
+        with copy_casting() if emulate else contextlib.nullcontext():  # before the hooks exist: they bind it
+            model = build(family)
+            if key == "fp8":  # memory.apply_fp8 (layerwise casting), then the LoRA: training's order
+                model.enable_layerwise_casting(storage_dtype=torch.bfloat16 if emulate else torch.float8_e4m3fn,
+                                               compute_dtype=torch.bfloat16)
         add_lora(model, rank=16, targets=DEFAULT_TARGETS if family == "wan" else HUNYUAN_TARGETS)
         fix_lora_dtype(model)
         model.enable_gradient_checkpointing()
         model.train()
-        key = "fp8" if fp8 else "bf16"
-        res: dict = {}
-        for shape in shapes:
-            with layers(model, family, *shape):
-                res[shape] = [twice(train_step, model, *samples[n]) for n in ns]
-        r = {"step_peak": fit(ns, [p for p, _ in res[(1, 1)]]),
-             "after_forward": fit(ns, [a for _, a in res[(1, 1)]])}
-        names = ["keep"] if family == "wan" else ["keep_dual", "keep_single"]
-        for name, shape in zip(names, shapes[1:], strict=True):
-            r[name] = fit(ns, [p2 - p1 for (p2, _), (p1, _) in zip(res[shape], res[(1, 1)], strict=True)])
-            r[name + "_after_forward"] = fit(ns, [a2 - a1 for (_, a2), (_, a1) in
-                                                  zip(res[shape], res[(1, 1)], strict=True)])
+        run = (model, family, samples, ns, check, r)
+        after = peaks(*run, train_step, "step_peak")
+        for name, shape in zip(["keep"] if family == "wan" else ["keep_dual", "keep_single"], more, strict=True):
+            with layers(model, family, *shape):  # one more block of this kind: what its checkpoint keeps
+                two = [twice(train_step, model, *samples[n])[1] for n in ns]
+            r[name] = fit(ns, [b - a for a, b in zip(after, two, strict=True)])
         with layers(model, family, 1, 1):
-            blocks = [model.blocks[0]] if family == "wan" else [model.transformer_blocks[0],
-                                                                model.single_transformer_blocks[0]]
-            for bname, block in zip(["block"] if family == "wan" else ["dual", "single"], blocks, strict=True):
+            blocks = {"block": model.blocks[0]} if family == "wan" else {
+                "dual": model.transformer_blocks[0], "single": model.single_transformer_blocks[0]}
+            for bname, block in blocks.items():
                 sv = [saved_by_block(model, block, *samples[n]) for n in ns]
                 r["saved_" + bname] = fit(ns, [s["total"] for s in sv])
                 r["saved_" + bname]["at_max_n"] = {k: sv[-1][k] for k in ("by_dtype", "largest")}
-            model.eval()
-            if not fp8:  # a just-trained LoRA: fp32, peft casts each adapted input to fp32
-                r["infer_peak_lora_fp32"] = fit(ns, [twice(infer, model, *samples[n]) for n in ns])
-            fix_lora_dtype(model, torch.bfloat16)  # a LoRA loaded by diffusers: in the model's dtype
-            r["infer_peak_lora_bf16"] = fit(ns, [twice(infer, model, *samples[n]) for n in ns])
+        model.eval()
+        peaks(*run, infer, "infer_peak_lora_fp32", validate=key == "bf16")  # just trained: peft casts to fp32
+        fix_lora_dtype(model, torch.bfloat16)  # loaded by diffusers: the LoRA in the model's dtype
+        peaks(*run, infer, "infer_peak_lora_bf16", validate=False)
         r["seconds"] = round(time.perf_counter() - t0, 1)
         out[key] = r
         print(json.dumps({family: {key: r}}), flush=True)
@@ -296,30 +364,38 @@ def measure_transformer(family: str, ns=(64, 128, 256)) -> dict:
 
 # ----------------------------------------------------------------------------------------------- VAEs
 def measure_vae(family: str) -> dict:
+    """Peak live bytes of a no-grad fp32 encode and decode (second of two runs) at two small sizes (full channel widths), as an
+    :func:`envelope` over the pixel area H*W; Wan: 1 + 4 frames (one causal chunk of each kind), Hunyuan: one
+    17-frame temporal tile (its mid-block attention mask, O(area^2), is negligible here: the planner adds it)."""
     from diffusers import AutoencoderKLHunyuanVideo, AutoencoderKLWan
 
     torch.manual_seed(0)
     if family == "wan":
-        vae, frames, sizes = AutoencoderKLWan(base_dim=96, z_dim=16), 5, ((64, 112), (128, 224))
+        vae, frames, sizes = AutoencoderKLWan(base_dim=96, z_dim=16), 5, ((128, 224), (192, 336))
     else:
-        vae, frames, sizes = AutoencoderKLHunyuanVideo(), 17, ((32, 56), (64, 112))
+        vae, frames, sizes = AutoencoderKLHunyuanVideo(), 17, ((48, 80), (64, 112))
     vae.eval()
-    enc, dec, areas = [], [], []
     t0 = time.perf_counter()
+    enc, dec = [], []
+    def run(op, x):
+        with torch.no_grad(), PeakMode() as pm:
+            y = vae.encode(x).latent_dist.mode() if op == "encode" else vae.decode(x).sample
+        return pm.trace, y
+
     for h, w in sizes:
         x = torch.rand(1, 3, frames, h, w) * 2 - 1
-        with torch.no_grad(), PeakMode() as pm:
-            z = vae.encode(x).latent_dist.mode()
-        enc.append(pm.delta)
+        tr, z = twice(run, "encode", x)
+        enc.append(tr)
         del x
-        with torch.no_grad(), PeakMode() as pm:
-            y = vae.decode(z).sample
-        dec.append(pm.delta)
-        del y, z
-        areas.append(h * w)
-    r = {"frames": frames, "encode": fit(areas, enc), "decode": fit(areas, dec),
-         "encode_per_px_at_max": round(enc[-1] / areas[-1], 1), "decode_per_px_at_max": round(dec[-1] / areas[-1], 1),
-         "seconds": round(time.perf_counter() - t0, 1)}
+        dec.append(twice(run, "decode", z)[0])
+        del z
+    (h1, w1), (h2, w2) = sizes
+    r = {"frames": frames, "sizes": sizes}
+    for name, tr in (("encode", enc), ("decode", dec)):
+        env = envelope(h1 * w1, tr[0], h2 * w2, tr[1])
+        r[name] = {"envelope": env, "at_480x832_GB": round(at(env, 480 * 832) / 1e9, 3),
+                   "peaks": [max(t) for t in tr]}
+    r["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps({f"vae_{family}": r}), flush=True)
     return r
 
@@ -328,14 +404,15 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("wan", "hunyuan", "vae", "all"), default="all")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--real-fp8", action="store_true", help="fp8 storage for the fp8 rows (slow on CPU)")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     out: dict = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
     t0 = time.perf_counter()
     if a.part in ("wan", "all"):
-        out["wan"] = measure_transformer("wan")
+        out["wan"] = measure_transformer("wan", real_fp8=a.real_fp8)
     if a.part in ("hunyuan", "all"):
-        out["hunyuan"] = measure_transformer("hunyuan")
+        out["hunyuan"] = measure_transformer("hunyuan", real_fp8=a.real_fp8)
     if a.part in ("vae", "all"):
         out["vae_wan"] = measure_vae("wan")
         out["vae_hunyuan"] = measure_vae("hunyuan")
