@@ -26,11 +26,12 @@ def main(argv: list[str] | None = None, *, catch: bool = False) -> int:
         run_demo(a.out, a.backbone, a.seed, notebooks=not a.no_notebooks)
 
     demo.set_defaults(func=run_demo)
-    from . import bench
+    from . import bench, planner
     from .cli import add_parsers
 
     add_parsers(sub)
     bench.add_parser(sub)
+    planner.add_parser(sub)
     a = p.parse_args(argv)
     if not catch or os.environ.get("LORAEDIT_TRACEBACK"):
         a.func(a)

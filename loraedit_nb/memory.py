@@ -62,7 +62,7 @@ MEMORY_PRESETS: dict[str, MemoryPreset] = {p.name: p for p in (
                  edit_blocks_to_swap=0, vae_tiling=False),
     MemoryPreset("80GB+", 80, fp8_base=False, train_blocks_to_swap=0, gradient_checkpointing=True,
                  optimizer="adamw", release_text_encoder=False,
-                 offload_checkpoints=False, edit_fp8=False, edit_offload="none",
+                 offload_checkpoints=False, edit_fp8=False, edit_offload="model",
                  edit_blocks_to_swap=0, vae_tiling=False),
 )}
 PRESET_NAMES = (*MEMORY_PRESETS, "auto")

@@ -70,6 +70,7 @@ class TrainConfig:
     memory_preset: str | None = None  # the tier this config was made for (recorded; wan_config applies it)
     release_text_encoder: bool = False  # drop the text encoder from host RAM once the prompts are cached
     offload_checkpoints: bool = False  # checkpointed block inputs to pinned host memory (torch save_on_cpu)
+    vae_tiling: bool = False  # tiled VAE encoding while caching (HunyuanVideo's VAE needs 18 GB at 480p untiled)
     block_offload: bool = False  # removed: diffusers group offloading discarded LoRA updates (use blocks_to_swap)
     checkpoint_every: int = 0  # 0 = only at the end
     log_every: int = 10
@@ -117,6 +118,7 @@ def wan_config(memory_preset: str | None = None, **overrides) -> TrainConfig:
         overrides = {**dict(fp8_base=p.fp8_base, blocks_to_swap=p.train_blocks_to_swap,
                             gradient_checkpointing=p.gradient_checkpointing, optimizer=p.optimizer,
                             release_text_encoder=p.release_text_encoder, offload_checkpoints=p.offload_checkpoints,
+                            vae_tiling=p.vae_tiling,
                             memory_preset=p.name), **overrides}
     return replace(TrainConfig(), **overrides)
 
@@ -171,6 +173,8 @@ def cache_samples(backbone, samples: Sequence[Sample], config: TrainConfig, prog
     device = backbone.device
     adapter = backbone.adapter
     latents = []
+    if config.vae_tiling and hasattr(backbone.vae, "enable_tiling"):
+        backbone.vae.enable_tiling()
     with onload(backbone.vae, device):
         for s in tqdm(expanded, desc="encoding videos (VAE, once)", disable=not progress, leave=False):
             z0 = encode(backbone.vae, to_model(s.target, device=device))

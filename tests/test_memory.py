@@ -347,3 +347,22 @@ def test_offloaded_checkpoints_are_exactly_the_block_inputs(monkeypatch):
     d, n = c.num_attention_heads * c.attention_head_dim, 2 * 16 * 16 // 4  # 2 latent frames x (16/2)^2 tokens
     assert packed.count((1, n, d)) >= 2 * c.num_layers  # every block's hidden-state input, in each of 2 steps
     assert (1, n, c.ffn_dim) not in packed  # a block's FFN activations are recomputed in backward, not stored
+
+
+def test_auto_swap_count_comes_from_the_planner_for_the_live_config():
+    """On a GPU, blocks_to_swap='auto' is the planner's count for the transformer's own config and clip size
+    (the full 14B Wan on the meta device; nothing is allocated)."""
+    from diffusers import WanTransformer3DModel
+
+    from loraedit_nb.bench import WAN_14B_CONFIG
+    from loraedit_nb.models import Backbone
+    from loraedit_nb.planner import plan
+    from loraedit_nb.training import resolve_swap, wan_config
+
+    with torch.device("meta"):
+        tr = WanTransformer3DModel(**WAN_14B_CONFIG)
+    bb = Backbone("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", tr, None, None, None, None,
+                  execution_device=torch.device("cuda"))
+    want = plan("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 49, 480, 832, "24GB").train_blocks_to_swap
+    assert 0 < resolve_swap(bb, wan_config(memory_preset="24GB"), 49, 480, 832) == want < 40
+    assert resolve_swap(bb, wan_config(memory_preset="80GB+"), 49, 480, 832) == 0

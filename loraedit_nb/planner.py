@@ -1,0 +1,622 @@
+"""Predicted peak GPU memory per stage (caching, training, editing) and host RAM, from shipped configs, no download.
+
+``python -m loraedit_nb plan --backbone Wan-AI/Wan2.1-I2V-14B-480P-Diffusers --frames 49 --memory-preset 24GB``;
+training calls :func:`plan` with ``dict(transformer.config)`` to turn ``blocks_to_swap="auto"`` into a number.
+
+Where the figures come from (each constant below says which):
+
+* **parameters** — every model is built on the meta device from its published config in ``configs/`` and counted;
+  what fp8 stores in fp8 is diffusers' own rule (``enable_layerwise_casting`` run on that meta model, after the
+  ``_keep_in_fp32_modules`` of ``from_pretrained(torch_dtype=bf16)``), LoRA sizes follow peft's matching of the
+  family's targets. Cached per config.
+* **activations** — measured on the CPU at real width by ``scripts/measure_activations.py`` (training step of one
+  block with LoRA r16, autocast bf16, gradient checkpointing; inference forward; VAE encode/decode at full channel
+  width) and extrapolated over the token count / pixel area as upper envelopes of per-op linear live-byte lines.
+  Attention is flash / memory-efficient (no n x n matrix) on the GPU as it was on the CPU.
+* **stage semantics** — what :mod:`loraedit_nb.memory`, :func:`loraedit_nb.training.cache_samples` and
+  :func:`loraedit_nb.inference.prepare_for_editing` do (one encoder on the GPU at a time while caching; no encoder
+  during training; block swapping keeps two swapped blocks on the GPU; editing offload per preset).
+
+Not modelled: CUDA kernel workspaces inside one op (cuDNN/cuBLAS; covered by the margin), allocator fragmentation
+beyond the margin, other processes on the card. GB = 1e9 bytes (as :data:`loraedit_nb.memory.GB`); a "24 GB" card
+has 24 GiB = 25.8 GB, which is extra slack on top of :data:`USABLE_FRACTION`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .memory import GB, MEMORY_PRESETS, MemoryPreset
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+USABLE_FRACTION = 0.92  # a stage fits when its peak <= tier_gb * this
+MARGIN_FIXED_GB = 1.5  # CUDA context, cuBLAS/cuDNN workspaces, caching-allocator fragmentation ...
+MARGIN_FRACTION = 0.10  # ... plus 10 % of the stage's tensors
+HOST_BASELINE_GB = 3.0  # the process itself: Python, torch + CUDA libraries
+OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # per LoRA parameter (2 moments fp32 / uint8); + fp32 param + grad
+
+# ----------------------------------------------------------------------------------------------- measured figures
+# scripts/measure_activations.py, run 2026-12-01 on the CPU (torch 2.13.0, diffusers 0.42.1, peft 0.21.2).
+# Envelopes: (fixed bytes, bytes per video token) pairs; the peak at n video tokens is max(fixed + per_token * n).
+# Real widths (Wan2.1-14B d 5120 / ffn 13824; HunyuanVideo-13B d 3072, one dual- + one single-stream block), real
+# context (Wan 512 text + 257 image tokens; Hunyuan 544 text tokens), batch 1.
+#  train_*: peak of one training step of the 1-layer model above its weights: one block's recompute + backward (its
+#           saved activations, gradients, temporaries; under fp8 the bf16 compute copies of its weights) + head,
+#           embeddings, loss, one checkpointed input and that layer's LoRA grads. LoRA r16 fp32 (add_lora), forward
+#           under autocast(bf16) inside peft's disable_input_dtype_casting, gradient checkpointing on. Checked at 384
+#           tokens: predicted = measured within 10 kB. The peak is at the end of the block's checkpoint recompute
+#           (all it saves + the forward's live locals + the output's gradient): Wan 508.7 kB/token, more than the
+#           backward of an uncheckpointed block (405.8). fp8 rows: layerwise casting with a copy in place of the
+#           float8 cast (same hooks, same bf16 copies; CPU float8 casts are slow): at 256 tokens the emulation and a
+#           real float8 run both give 777.04 MB (Wan).
+#  infer_*: peak of a no-grad forward (bf16, LoRA bf16 as loaded for editing) above weights and inputs.
+#  keep: what each further checkpointed block holds (its inputs) — measured 10.2 kB/token Wan (= d * 2), 6.15
+#        kB/token + 3.5 MB Hunyuan (= d * 2 per video and per text token): the analytic d * 2 is used.
+#  saved: autograd's saved tensors of one block (used only without checkpointing): Wan 292.6 kB/token + 37.8 MB,
+#         Hunyuan dual 136.7 kB/token + 77 MB (incl. the 544 text tokens), single 136.6 kB/token + 75 MB.
+ACTIVATIONS = {
+    "wan": {
+        "train_bf16": ((92_063_696, 236_881.1), (49_111_952, 508_702.9)),
+        "train_fp8": ((647_403_504, 364_239.0), (646_838_384, 508_654.8)),
+        "infer_bf16": ((57_513_808, 53_027.6), (26_054_128, 114_471.4), (15_567_680, 125_731.1)),
+        "infer_fp8": ((157_160_944, 70_420.5), (157_143_600, 80_660.5), (15_570_928, 125_717.6)),
+        "saved_block_per_token": 292_612.0,
+    },
+    "hunyuan": {
+        "train_bf16": ((172_884_224, 314_805.9),),
+        "train_fp8": ((604_563_408, 179_678.5), (399_381_776, 314_780.4)),
+        "infer_bf16": ((61_328_000, 106_265.6), (41_275_536, 112_407.9)),
+        "infer_fp8": ((149_027_600, 93_970.2), (41_276_224, 112_403.0)),
+        "saved_block_per_token": 136_682.0,
+    },
+}
+REFERENCE_WIDTH = {"wan": 5120, "hunyuan": 3072}  # the d the figures were measured at (others: scaled by d)
+# VAE, fp32, no grad, full channel widths (Wan at 128x224 and 192x336, Hunyuan at 48x80 and 64x112); envelopes
+# over the pixel area H*W: (fixed bytes, bytes per pixel). Wan: a first frame + one 4-frame causal chunk (its memory
+# does not grow with T); Hunyuan: one 17-frame temporal tile (encode) / 5-latent-frame tile (decode), diffusers'
+# framewise defaults. At 480x832: Wan encode 4.8 GB, decode 7.3 GB; Hunyuan encode 17.9 GB, decode 31.6 GB.
+VAE_ACTIVATIONS = {
+    "wan": {"encode": ((1_013_718, 10_560.6), (1_011_597, 11_328.7), (1_008_870, 11_712.8), (1_005_619, 12_096.9)),
+            "decode": ((1_024_742, 14_486.7), (1_016_413, 17_559.1), (1_014_118, 17_943.1), (1_010_854, 18_327.3))},
+    "hunyuan": {"encode": ((1_489_542, 20_378.0), (1_439_588, 44_829.5)),
+                "decode": ((2_927_543, 79_158.2),)},
+}
+VAE_TILE_PX = 256 * 256  # diffusers' Wan / Hunyuan tiling: 256 px tiles, stride 192
+
+
+def envelope(env, n: float) -> float:
+    """Bytes at size ``n`` of a measured envelope (pairs of fixed, per-unit)."""
+    return max(f + s * n for f, s in env)
+
+
+# ----------------------------------------------------------------------------------------------- families
+@dataclass(frozen=True)
+class Family:
+    """One backbone family: its component configs (``configs/*.json``), load dtypes and sequence lengths."""
+
+    name: str  # "wan" | "hunyuan"
+    transformer: str
+    text_encoder: str
+    text_encoder_2: str | None
+    image_encoder: str | None
+    vae: str
+    text_tokens: int  # tokens through the text encoder
+    context_tokens: int  # context tokens the transformer attends to (text + image)
+    text_releasable: bool  # the loader can re-create the text encoder (release_text_encoder frees it)
+    guidance_passes: int  # transformer forwards per denoising step in editing (CFG: 2, run one after the other)
+    latent_channels: int = 16
+    condition_channels: int = 20  # Wan: 4 mask + 16; Hunyuan: 16 + 1
+    # load dtypes (bytes per parameter), as models.py / hunyuan.py load them
+    dtype_bytes: dict = field(default_factory=dict)
+
+
+WAN = Family("wan", "wan2.1-i2v-14b.transformer", "umt5-xxl.encoder", None, "clip-vit-h-14.vision", "wan2.1.vae",
+             text_tokens=512, context_tokens=512 + 257, text_releasable=True, guidance_passes=2,
+             dtype_bytes={"text_encoder": 2, "image_encoder": 4, "vae": 4})
+# Llava sees 256 text + 103 template tokens + the image's 576 (one <image> placeholder replaced); the transformer
+# gets 256 text + 288 image tokens (every 2nd). hunyuan.load_hunyuan_hub sets no text_encoder_loader: not released.
+HUNYUAN = Family("hunyuan", "hunyuanvideo-i2v-33ch.transformer", "llava-llama-3-8b.text_encoder",
+                 "clip-vit-l-14.text", None, "hunyuanvideo.vae", text_tokens=256 + 103 + 575, context_tokens=544,
+                 text_releasable=False, guidance_passes=1, condition_channels=17,
+                 dtype_bytes={"text_encoder": 2, "text_encoder_2": 2, "vae": 4})
+BACKBONES = {
+    "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers": WAN, "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": WAN,
+    "wan2.1-i2v-14b": WAN, "hunyuan-i2v": HUNYUAN, "hunyuanvideo-community/HunyuanVideo-I2V-33ch": HUNYUAN,
+}
+
+
+def load_config(name: str) -> dict:
+    """A shipped config file (``configs/<name>.json``): ``_class_name``, ``_library``, ``config`` ..."""
+    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+
+
+def _class(spec: dict):
+    return getattr(importlib.import_module(spec["_library"]), spec["_class_name"])
+
+
+def _meta_model(spec: dict):
+    import torch
+
+    cls = _class(spec)
+    with torch.device("meta"):
+        if "_config_class" in spec:
+            return cls(getattr(importlib.import_module(spec["_library"]), spec["_config_class"])(**spec["config"]))
+        return cls(**spec["config"])
+
+
+@functools.cache
+def component_params(name: str) -> int:
+    """Parameter count of a shipped component (built on the meta device)."""
+    return sum(p.numel() for p in _meta_model(load_config(name)).parameters())
+
+
+@dataclass(frozen=True)
+class TransformerStats:
+    """Sizes of a transformer in bytes as stored: ``bf16`` = as loaded (``_keep_in_fp32_modules`` fp32, the rest
+    bf16); ``fp8`` = after ``enable_layerwise_casting(float8_e4m3fn)``."""
+
+    params: int
+    fp8_params: int  # stored in fp8 under layerwise casting
+    d: int  # hidden width
+    block_bytes_bf16: tuple[int, ...]  # per block, in execution order (memory.transformer_blocks)
+    block_bytes_fp8: tuple[int, ...]
+    other_bytes_bf16: int  # embedders, norms, projection (never swapped)
+    other_bytes_fp8: int
+    lora_per_rank: int  # LoRA parameters per unit of rank (sum of in + out over the targeted Linears)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.block_bytes_bf16)
+
+    def lora_params(self, rank: int) -> int:
+        return rank * self.lora_per_rank
+
+
+def _is_target(name: str, targets) -> bool:
+    """peft's matching: a regex string must match the whole name; a list matches names equal or ending in '.x'."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+@functools.lru_cache(maxsize=16)
+def _transformer_stats(key: str) -> TransformerStats:
+    import torch
+
+    spec = json.loads(key)
+    model = _meta_model(spec)
+    keep = model._keep_in_fp32_modules or []
+    for name, p in model.named_parameters():  # from_pretrained(torch_dtype=bf16); the _keep_in_fp32_modules stay
+        fp32 = any(k in name.split(".") for k in keep)  # fp32 (a name part matches: model_loading_utils.py)
+        p.data = p.data.to(torch.float32 if fp32 else torch.bfloat16)
+    from .memory import transformer_blocks
+
+    blocks = transformer_blocks(model)
+
+    def nbytes(mod) -> int:
+        return sum(p.numel() * p.element_size() for p in mod.parameters())
+
+    bf16 = [nbytes(b) for b in blocks]
+    other_bf16 = nbytes(model) - sum(bf16)
+    targets = _lora_targets(spec["config"])
+    lora = sum(m.in_features + m.out_features for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and _is_target(name, targets))
+    model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)  # diffusers' rule
+    fp8 = [nbytes(b) for b in blocks]
+    return TransformerStats(
+        params=sum(p.numel() for p in model.parameters()),
+        fp8_params=sum(p.numel() for p in model.parameters() if p.dtype == torch.float8_e4m3fn),
+        d=spec["config"]["num_attention_heads"] * spec["config"]["attention_head_dim"],
+        block_bytes_bf16=tuple(bf16), block_bytes_fp8=tuple(fp8), other_bytes_bf16=other_bf16,
+        other_bytes_fp8=nbytes(model) - sum(fp8), lora_per_rank=lora)
+
+
+def _lora_targets(cfg: dict):
+    from .hunyuan import HUNYUAN_TARGETS
+    from .lora import DEFAULT_TARGETS
+
+    return HUNYUAN_TARGETS if "num_single_layers" in cfg else DEFAULT_TARGETS
+
+
+def transformer_stats(config: dict | str) -> TransformerStats:
+    """:class:`TransformerStats` of a shipped transformer (its config's name), a spec like the shipped files
+    (``_class_name``, ``_library``, ``config``) or a ``transformer.config`` dict."""
+    spec = load_config(config) if isinstance(config, str) else config if "config" in config else resolve(config)[1]
+    return _transformer_stats(json.dumps(spec, sort_keys=True, default=list))
+
+
+def resolve(backbone: str | dict) -> tuple[Family, dict]:
+    """(family, transformer spec) for a name or a ``transformer.config`` dict; ValueError for anything else."""
+    if isinstance(backbone, dict):
+        cfg = {k: v for k, v in backbone.items() if not k.startswith("_")}
+        if "num_single_layers" in cfg:
+            fam = HUNYUAN
+        elif "image_dim" in cfg or "added_kv_proj_dim" in cfg:
+            fam = WAN
+        else:
+            raise ValueError("a transformer config dict must be Wan's (has 'image_dim' / 'added_kv_proj_dim') or "
+                             "HunyuanVideo's (has 'num_single_layers')")
+        spec = load_config(fam.transformer)
+        params = inspect.signature(_class(spec).__init__).parameters
+        spec = {**spec, "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k in params}}
+        return fam, spec
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}: the planner knows {sorted(BACKBONES)} or a transformer "
+                         "config dict")
+    fam = BACKBONES[backbone]
+    return fam, load_config(fam.transformer)
+
+
+# ----------------------------------------------------------------------------------------------- results
+@dataclass
+class StagePlan:
+    """One stage's predicted peak GPU memory (GB) and its named contributions (GB, summing to the peak)."""
+
+    peak_gpu_gb: float
+    parts: dict[str, float]
+    at: str = ""  # which component is on the GPU at the peak (stages that run one component at a time)
+
+
+@dataclass
+class Plan:
+    """Predicted memory of a LoRA-Edit run: per stage peak GPU GB, host RAM GB, blocks swapped, and whether it fits
+    the preset's tier (every stage's peak <= ``tier_gb * USABLE_FRACTION``)."""
+
+    backbone: str
+    frames: int
+    height: int
+    width: int
+    preset: str
+    tier_gb: float
+    stages: dict[str, StagePlan]
+    host_ram_gb: float
+    host_parts: dict[str, float]
+    train_blocks_to_swap: int
+    edit_blocks_to_swap: int
+    n_blocks: int
+    fits: bool
+    notes: list[str]
+    video_tokens: int = 0
+    host_moment: str = ""  # when host RAM peaks: "load" | "training" | "editing"
+
+    @property
+    def usable_gb(self) -> float:
+        return self.tier_gb * USABLE_FRACTION
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["usable_gb"] = round(self.usable_gb, 2)
+        d["stage_fits"] = {k: s.peak_gpu_gb <= self.usable_gb for k, s in self.stages.items()}
+        return d
+
+    def table(self) -> str:
+        """Human-readable lines (the ``plan`` subcommand; train_lora prints them when a real-size run starts)."""
+        fmt = lambda parts: ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v >= 0.005)  # noqa: E731
+        lines = [f"memory plan: {self.backbone} {self.frames}x{self.height}x{self.width} ({self.video_tokens} video "
+                 f"tokens), preset {self.preset}: usable {self.usable_gb:.1f} of {self.tier_gb:g} GB",
+                 f"  {'stage':<9} {'peak GB':>8}  fits"]
+        for name, s in self.stages.items():
+            ok = "yes" if s.peak_gpu_gb <= self.usable_gb else "NO"
+            at = f"[{s.at}] " if s.at else ""
+            lines.append(f"  {name:<9} {s.peak_gpu_gb:8.2f}  {ok:<4} {at}{fmt(s.parts)}")
+        lines.append(f"  blocks swapped: training {self.train_blocks_to_swap}/{self.n_blocks}, editing "
+                     f"{self.edit_blocks_to_swap}/{self.n_blocks}")
+        lines.append(f"  host RAM {self.host_ram_gb:.1f} GB at {self.host_moment}: {fmt(self.host_parts)}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _stage(parts: dict[str, float], margin: bool = True) -> StagePlan:
+    """Bytes -> GB, plus the margin (:data:`MARGIN_FIXED_GB` + :data:`MARGIN_FRACTION` of the tensors)."""
+    gb = {k: v / GB for k, v in parts.items()}
+    if margin:
+        gb["margin"] = MARGIN_FIXED_GB + MARGIN_FRACTION * sum(gb.values())
+    gb = {k: round(v, 3) for k, v in gb.items()}
+    return StagePlan(round(sum(gb.values()), 2), gb)
+
+
+# ----------------------------------------------------------------------------------------------- stage models
+@dataclass(frozen=True)
+class _Clip:
+    frames: int
+    height: int
+    width: int
+    latent_frames: int
+    tokens: int
+
+    @property
+    def area(self) -> int:
+        return self.height * self.width
+
+    @property
+    def latent_voxels(self) -> int:
+        return self.latent_frames * (self.height // 8) * (self.width // 8)
+
+
+def _clip(spec: dict, frames: int, height: int, width: int) -> _Clip:
+    if frames < 1 or (frames - 1) % 4:
+        raise ValueError(f"frames must be 4k + 1 (the VAE's temporal stride), got {frames}")
+    if height % 16 or width % 16 or height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive multiples of 16, got {height}x{width}")
+    cfg = spec["config"]
+    p = cfg.get("patch_size", (1, 2, 2))
+    pt, ph, pw = (cfg.get("patch_size_t", 1), p, p) if isinstance(p, int) else tuple(p)
+    lat = (frames - 1) // 4 + 1
+    return _Clip(frames, height, width, lat, lat // pt * (height // 8 // ph) * (width // 8 // pw))
+
+
+def _act(fam: Family, stats: TransformerStats, kind: str, n: int) -> float:
+    """Measured activation bytes (``kind`` = train_bf16 / train_fp8 / infer_bf16 / infer_fp8) at ``n`` tokens,
+    scaled by the width for a transformer that is not the measured one."""
+    return envelope(ACTIVATIONS[fam.name][kind], n) * stats.d / REFERENCE_WIDTH[fam.name]
+
+
+def _keep(fam: Family, stats: TransformerStats, n: int) -> float:
+    """Bytes one checkpointed block keeps: its bf16 input(s), d * 2 per token (Hunyuan: video + text stream)."""
+    return (n + (fam.context_tokens if fam.name == "hunyuan" else 0)) * stats.d * 2
+
+
+def _weights(stats: TransformerStats, fp8: bool, k: int) -> tuple[float, float]:
+    """(resident weights, swap buffers) in bytes with the first ``k`` blocks swapped: two swapped blocks are on
+    the GPU at a time (the one running + the one prefetched)."""
+    blocks = stats.block_bytes_fp8 if fp8 else stats.block_bytes_bf16
+    other = stats.other_bytes_fp8 if fp8 else stats.other_bytes_bf16
+    return other + sum(blocks[k:]), sum(sorted(blocks[:k])[-2:])
+
+
+def _context_bytes(fam: Family) -> float:
+    """A sample's cached context on the GPU (fp32): Wan 512 x 4096 text + 257 x 1280 image; Hunyuan 544 x 4096."""
+    return (512 * 4096 + 257 * 1280) * 4 if fam.name == "wan" else (544 * 4096 + 768) * 4
+
+
+def training_stage(fam: Family, stats: TransformerStats, clip: _Clip, preset: MemoryPreset, k: int, rank: int,
+                   batch_size: int) -> StagePlan:
+    """Training: the transformer in storage form minus ``k`` swapped blocks (+ buffers), LoRA + grads + optimiser,
+    checkpointed block inputs, one block's recompute + backward (measured), the batch's tensors, margin."""
+    fp8 = preset.fp8_base
+    weights, buffers = _weights(stats, fp8, k)
+    n, B = clip.tokens, batch_size
+    act = _act(fam, stats, "train_bf16", n)
+    copies = _act(fam, stats, "train_fp8", n) - act if fp8 else 0.0  # bf16 copies of one block's fp8 weights
+    if preset.gradient_checkpointing:
+        ckpt = (stats.n_blocks - 1) * _keep(fam, stats, n)
+    else:  # every block's saved activations at once (block swapping is refused then)
+        ckpt, act = 0.0, act + (stats.n_blocks - 1) * ACTIVATIONS[fam.name]["saved_block_per_token"] * n
+    if preset.gradient_checkpointing and preset.offload_checkpoints:
+        ckpt = 0.0  # save_on_cpu: the inputs wait in pinned host memory (host_ram); the one in use is in `act`
+    lat = clip.latent_voxels
+    sample = B * (lat * (3 * fam.latent_channels + fam.condition_channels) * 4 + _context_bytes(fam))
+    return _stage({"weights": weights, "swap_buffers": buffers,
+                   "lora_optimizer": stats.lora_params(rank) * (8 + OPTIMIZER_BYTES[preset.optimizer]),
+                   "checkpointed_inputs": B * ckpt, "block_activations": B * act, "fp8_compute_copies": copies,
+                   "sample_tensors": sample})
+
+
+def _encoder_bytes(fam: Family, which: str) -> tuple[float, float]:
+    """(weights, activation peak) bytes of a text / image encoder at its sequence length. Activations are analytic
+    and small next to the weights: per token a few hidden-size tensors + the FFN intermediate, eager attention
+    scores (fp32), all hidden states kept (the pipelines read hidden_states[-2] / an inner layer), Llava's logits."""
+    name = getattr(fam, which)
+    if name is None:
+        return 0.0, 0.0
+    spec = load_config(name)["config"]
+    b = fam.dtype_bytes[which]
+    c = spec.get("text_config", spec)
+    d = c.get("hidden_size", c.get("d_model"))
+    f = c.get("intermediate_size", c.get("d_ff"))
+    layers = c.get("num_hidden_layers", c.get("num_layers"))
+    heads = c.get("num_attention_heads", c.get("num_heads"))
+    t = {"text_encoder": fam.text_tokens, "text_encoder_2": 77, "image_encoder": 257}[which]
+    logits = t * c["vocab_size"] * b if "text_config" in spec else 0  # Llava runs its LM head
+    act = t * (6 * d + 3 * f) * b + heads * t * t * 4 * 2 + (layers + 1) * t * d * b + logits
+    return component_params(name) * b, act
+
+
+def _vae_bytes(fam: Family, clip: _Clip, op: str, tiling: bool) -> float:
+    """Peak activation bytes of a VAE encode / decode of the clip (fp32): the measured envelope at the clip's area
+    (one tile's with ``tiling``) + the parts that grow with T (the input video for encode; the output video being
+    concatenated: twice for Wan, three times for Hunyuan's tile rows) + Hunyuan's causal attention mask (5 L^2
+    bytes: bool + fp32, L = 5 latent frames x the latent tile's pixels), which peaks in the mid-block."""
+    area = min(clip.area, VAE_TILE_PX) if tiling else clip.area
+    video = clip.frames * 3 * clip.area * 4
+    conv = envelope(VAE_ACTIVATIONS[fam.name][op], area)
+    if fam.name == "hunyuan":
+        L = 5 * area // 64
+        conv = max(conv, 5 * L * L)
+    if op == "encode":
+        return conv + video
+    grow = (2 if fam.name == "wan" else 3) * video
+    if tiling:  # every decoded tile is kept until they are blended: ~1.7x the video, then the blend and the cat
+        grow = 4 * video + (2 * clip.frames * 3 * area * 4 if fam.name == "wan" else 0)
+    return conv + grow
+
+
+def caching_stage(fam: Family, clip: _Clip, vae_tiling: bool = False) -> StagePlan:
+    """Caching (``cache_samples``): the VAE encodes target and condition (untiled, as the code does today), then
+    the text encoder(s) (Hunyuan: Llava + CLIP-L together, with the image), then Wan's CLIP image encoder — one at a
+    time."""
+    vae_w = component_params(fam.vae) * 4
+    cands = {"vae": {"vae_weights": vae_w, "vae_encode": _vae_bytes(fam, clip, "encode", vae_tiling)}}
+    tw, ta = _encoder_bytes(fam, "text_encoder")
+    t2w, t2a = _encoder_bytes(fam, "text_encoder_2")
+    cands["text"] = {"text_encoder": tw + t2w, "encoder_activations": max(ta, t2a)}
+    if fam.image_encoder:
+        iw, ia = _encoder_bytes(fam, "image_encoder")
+        cands["image"] = {"image_encoder": iw, "encoder_activations": ia}
+    return _worst({k: _stage(v) for k, v in cands.items()})
+
+
+def _worst(stages: dict[str, StagePlan]) -> StagePlan:
+    """The largest of the sub-stages that run one after the other (one component on the GPU at a time)."""
+    worst = max(stages, key=lambda k: stages[k].peak_gpu_gb)
+    return StagePlan(stages[worst].peak_gpu_gb, stages[worst].parts, worst)
+
+
+def editing_stage(fam: Family, stats: TransformerStats, clip: _Clip, preset: MemoryPreset, k: int,
+                  rank: int) -> StagePlan:
+    """Editing as ``prepare_for_editing`` places it: ``none`` = everything resident, the stage running adds its
+    activations; ``model`` = one component on the GPU at a time; ``blocks`` = ``model`` + ``k`` blocks swapped."""
+    fp8 = preset.edit_fp8
+    weights, buffers = _weights(stats, fp8, k)
+    lat = clip.latent_voxels
+    # latents, noise predictions (CFG: cond + uncond), scheduler state, the condition; prompt embeddings cond + uncond
+    pipe = lat * (6 * fam.latent_channels + fam.condition_channels) * 4 + 2 * _context_bytes(fam)
+    vae_w = component_params(fam.vae) * 4
+    tr = {"transformer": weights, "swap_buffers": buffers, "lora": stats.lora_params(rank) * 2,
+          "transformer_activations": _act(fam, stats, "infer_fp8" if fp8 else "infer_bf16", clip.tokens),
+          "pipeline_tensors": pipe, "vae_weights": vae_w}  # the VAE stays on the GPU for the pipeline call
+    vae_act = max(_vae_bytes(fam, clip, op, preset.vae_tiling) for op in ("encode", "decode"))
+    latents = lat * fam.latent_channels * 4
+    enc = {w: _encoder_bytes(fam, w) for w in ("text_encoder", "text_encoder_2", "image_encoder")}
+    if preset.edit_offload == "none":
+        resident = {"transformer": weights, "lora": tr["lora"], "encoders": sum(w for w, _ in enc.values()) + vae_w}
+        act = max(tr["transformer_activations"] + pipe, vae_act + latents, *(a for _, a in enc.values()))
+        return _stage({**resident, "activations": act})
+    stages = {"transformer": _stage(tr),
+              "vae": _stage({"vae_weights": vae_w, "vae_activations": vae_act, "latents": latents})}
+    for w, (wb, ab) in enc.items():
+        if wb:
+            stages[w] = _stage({w: wb, "encoder_activations": ab})
+    return _worst(stages)
+
+
+# ----------------------------------------------------------------------------------------------- planning
+def choose_blocks_to_swap(peak_gb, n_blocks: int, usable_gb: float) -> tuple[int, bool]:
+    """The fewest blocks to swap (the first N) so that ``peak_gb(N) <= usable_gb``: ``(N, True)``; when even all
+    ``n_blocks`` swapped do not fit, ``(n_blocks, False)``. ``peak_gb``: N -> the stage's peak in GB."""
+    for k in range(n_blocks + 1):
+        if peak_gb(k) <= usable_gb:
+            return k, True
+    return n_blocks, False
+
+
+def _swap_count(setting: int | str, peak_gb, n_blocks: int, usable_gb: float) -> int:
+    if setting == "auto":
+        return choose_blocks_to_swap(peak_gb, n_blocks, usable_gb)[0]
+    return max(0, min(int(setting), n_blocks))
+
+
+def host_ram(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train: int,
+             offloaded_inputs_gb: float = 0.0) -> tuple[str, dict]:
+    """(moment, parts in GB) of the host RAM peak: at **load** every component in its load dtype (the transformer
+    bf16: fp8 is cast on the CPU after loading); during **training** the pinned copies of the swapped blocks + the
+    encoders still held (the text encoder is freed with ``release_text_encoder`` where it can be re-loaded); while
+    **editing** with offload every component not on the GPU (transformer in its edit storage)."""
+    enc = {w: component_params(getattr(fam, w)) * fam.dtype_bytes[w] / GB
+           for w in ("text_encoder", "text_encoder_2", "image_encoder") if getattr(fam, w)}
+    vae = component_params(fam.vae) * 4 / GB
+    base = {"process": HOST_BASELINE_GB}
+    bf16 = (stats.other_bytes_bf16 + sum(stats.block_bytes_bf16)) / GB
+    moments = {"load": {**base, "transformer": bf16, **enc, "vae": vae}}
+    train_blocks = stats.block_bytes_fp8 if preset.fp8_base else stats.block_bytes_bf16
+    held = {w: v for w, v in enc.items() if not (w == "text_encoder" and preset.release_text_encoder
+                                                  and fam.text_releasable)}
+    moments["training"] = {**base, "swapped_blocks_pinned": sum(train_blocks[:k_train]) / GB, **held, "vae": vae}
+    if offloaded_inputs_gb:
+        moments["training"]["checkpointed_inputs_pinned"] = offloaded_inputs_gb
+    if preset.edit_offload == "none":
+        moments["editing"] = dict(base)
+    else:
+        w, _ = _weights(stats, preset.edit_fp8, 0)
+        moments["editing"] = {**base, "transformer": w / GB, **enc, "vae": vae}
+    worst = max(moments, key=lambda m: sum(moments[m].values()))
+    return worst, {k: round(v, 3) for k, v in moments[worst].items()}
+
+
+def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int = 832, memory_preset: str = "24GB",
+         *, rank: int = 16, batch_size: int = 1) -> Plan:
+    """Predicted memory of caching, training and editing ``frames x height x width`` clips on ``backbone`` (a name
+    of :data:`BACKBONES` or a ``transformer.config`` dict) under ``memory_preset`` (a key of
+    :data:`loraedit_nb.memory.MEMORY_PRESETS`; "auto" is the caller's to resolve). ``"auto"`` block counts become
+    the fewest blocks that make the stage fit ``tier_gb * USABLE_FRACTION``."""
+    if memory_preset not in MEMORY_PRESETS:
+        raise ValueError(f"memory_preset must be one of {list(MEMORY_PRESETS)}, got {memory_preset!r} (resolve "
+                         "'auto' with memory.get_preset first)")
+    preset = MEMORY_PRESETS[memory_preset]
+    fam, spec = resolve(backbone)
+    stats = transformer_stats(spec)
+    clip = _clip(spec, frames, height, width)
+    usable = preset.gpu_gb * USABLE_FRACTION
+    L = stats.n_blocks
+
+    def train(k):
+        return training_stage(fam, stats, clip, preset, k, rank, batch_size)
+
+    def edit(k):
+        return editing_stage(fam, stats, clip, preset, k, rank)
+
+    k_train = _swap_count(preset.train_blocks_to_swap, lambda k: train(k).peak_gpu_gb, L, usable)
+    k_edit = _swap_count(preset.edit_blocks_to_swap, lambda k: edit(k).peak_gpu_gb, L, usable) \
+        if preset.edit_offload == "blocks" else 0
+    stages = {"caching": caching_stage(fam, clip, preset.vae_tiling), "training": train(k_train),
+              "editing": edit(k_edit)}
+    off = batch_size * (L - 1) * _keep(fam, stats, clip.tokens) / GB \
+        if preset.gradient_checkpointing and preset.offload_checkpoints else 0.0
+    moment, host = host_ram(fam, stats, preset, k_train, round(off, 3))
+    name = backbone if isinstance(backbone, str) else f"{fam.name} transformer config"
+    notes = _notes(fam, stats, clip, preset, stages, usable, k_train, k_edit, rank, batch_size)
+    if stats.d != REFERENCE_WIDTH[fam.name]:
+        notes.append(f"activation figures were measured at width {REFERENCE_WIDTH[fam.name]} and are scaled to "
+                     f"{stats.d}: rough for a model of another size")
+    return Plan(name, frames, height, width, preset.name, float(preset.gpu_gb), stages,
+                round(sum(host.values()), 2), host, k_train, k_edit, L,
+                all(s.peak_gpu_gb <= usable for s in stages.values()), notes, clip.tokens, moment)
+
+
+def _notes(fam, stats, clip, preset, stages, usable, k_train, k_edit, rank, batch_size) -> list[str]:
+    """What to do about each stage that does not fit (one line each)."""
+    out = []
+    for name, s in stages.items():
+        if s.peak_gpu_gb <= usable:
+            continue
+        what = f"{name} needs {s.peak_gpu_gb:.1f} GB > {usable:.1f} GB usable on {preset.name}"
+        if s.at:
+            what += f" (at the {s.at})"
+        if name == "training":
+            fit = [f for f in range(clip.frames - 4, 0, -4) if training_stage(
+                fam, stats, _Clip(f, clip.height, clip.width, (f - 1) // 4 + 1,
+                                  clip.tokens // clip.latent_frames * ((f - 1) // 4 + 1)),
+                preset, stats.n_blocks, rank, batch_size).peak_gpu_gb <= usable]
+            what += f" even with all {stats.n_blocks} blocks swapped" if k_train == stats.n_blocks else ""
+            what += (f": train on at most {fit[0]} frames at {clip.height}x{clip.width}" if fit else
+                     ": no frame count fits at this size") + ", a smaller size, or a larger tier"
+        elif name == "caching" and s.at == "vae":
+            tiled = _stage({"vae_weights": component_params(fam.vae) * 4,
+                            "vae_encode": _vae_bytes(fam, clip, "encode", True)}).peak_gpu_gb
+            what += (f": with VAE tiling while caching (vae.enable_tiling()) the encode needs {tiled:.1f} GB; or a "
+                     "larger tier")
+        elif name == "caching":
+            what += f": the {s.at} encoder alone does not fit this tier (run it on a larger card or the CPU)"
+        elif s.parts.get("vae_activations", 0) > s.peak_gpu_gb / 3 or s.parts.get("activations", 0) > 10:
+            tiled = editing_stage(fam, stats, clip, replace(preset, vae_tiling=True), k_edit, rank).peak_gpu_gb
+            what += f": with VAE tiling it would be {tiled:.1f} GB; or more offload, fewer frames, a larger tier"
+        else:
+            what += f": the {s.at or 'transformer'} alone does not fit; a larger tier"
+        out.append(what)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def add_parser(sub) -> None:
+    """Add ``plan`` to an argparse subparsers object (``python -m loraedit_nb plan ...``)."""
+    p = sub.add_parser("plan", help="predicted peak GPU memory per stage and host RAM (no download)")
+    p.add_argument("--backbone", default="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", help=f"one of {sorted(BACKBONES)}")
+    p.add_argument("--frames", type=int, default=49)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=832)
+    p.add_argument("--memory-preset", default="24GB", choices=list(MEMORY_PRESETS))
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(a) -> None:
+    pl = plan(a.backbone, a.frames, a.height, a.width, a.memory_preset, rank=a.rank, batch_size=a.batch_size)
+    print(json.dumps(pl.to_json(), indent=1) if a.json else pl.table())
