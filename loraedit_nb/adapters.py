@@ -17,6 +17,7 @@ picks by the transformer's class, so a backbone loaded from any folder gets the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -137,15 +138,19 @@ class WanAdapter(Adapter):
     def generate(self, backbone, condition, first_frame, *, prompt, negative_prompt, num_frames, height, width,
                  steps, guidance, flow_shift, generator, callback_on_step_end=None, progress=True):
         from .inference import MaskedWanI2VPipeline, with_flow_shift
-        from .memory import onload
+        from .memory import evicted, onload
 
         pipe = self.pipeline(backbone, MaskedWanI2VPipeline)
         pipe._staged_device = backbone.device  # compute there; encoders come one at a time (memory.onload)
+        pipe._evict_transformer = backbone.evict_for_encoders
         pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
         pipe.set_progress_bar_config(disable=not progress, leave=False)
         # prompts through the backbone's cache: the text encoder runs (or is reloaded) only for a new prompt
-        emb = backbone.encode_prompt(prompt)
-        neg = backbone.encode_prompt(negative_prompt or "") if guidance > 1 else None
+        prompts = [prompt] + ([negative_prompt or ""] if guidance > 1 else [])
+        new = backbone.evict_for_encoders and any(p not in backbone.prompt_cache for p in prompts)
+        with evicted(backbone.transformer, backbone.device) if new else contextlib.nullcontext():
+            emb = backbone.encode_prompt(prompt)
+            neg = backbone.encode_prompt(negative_prompt or "") if guidance > 1 else None
         with onload(backbone.vae, backbone.device):
             out = pipe(image=_pil(first_frame), prompt_embeds=emb, negative_prompt_embeds=neg, condition=condition,
                        height=height, width=width, num_frames=num_frames, num_inference_steps=steps,

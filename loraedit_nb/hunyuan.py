@@ -228,6 +228,7 @@ class HunyuanI2VAdapter(Adapter):
 
         pipe = self.pipeline(backbone, MaskedHunyuanI2VPipeline)
         pipe._staged_device = backbone.device  # compute there; encoders come one at a time (memory.onload)
+        pipe._evict_transformer = backbone.evict_for_encoders
         pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
         pipe.set_progress_bar_config(disable=not progress, leave=False)
         cfg = guidance > 1.0  # true CFG, as Wan's pipeline does it: a missing negative prompt is the empty one

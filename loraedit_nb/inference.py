@@ -98,7 +98,10 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
     flow_shift = d.get("flow_shift") if flow_shift is None else flow_shift
     first = video[0] if first_frame is None else first_frame
     adapter = backbone.adapter
-    cond = build_condition(backbone.vae, video, mask, first, keyframes=keyframes, adapter=adapter)
+    from .memory import onload
+
+    with onload(backbone.vae, backbone.device):  # the VAE encodes where the model runs (not on a CPU beside it)
+        cond = build_condition(backbone.vae, video, mask, first, keyframes=keyframes, adapter=adapter)
     T, H, W = video.shape[:3]
     gen = torch.Generator(device="cpu").manual_seed(seed)
     return adapter.generate(backbone, cond, first, prompt=prompt, negative_prompt=negative_prompt, num_frames=T,
@@ -216,6 +219,7 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
     if preset.edit_offload == "none":
         for m in backbone.encoders:
             m.to(dev)
+    backbone.evict_for_encoders = preset.edit_offload != "none" and dev.type == "cuda"
     sw = block_swapper(tr)
     return {"memory_preset": preset.name, "edit_offload": preset.edit_offload, "fp8": is_fp8(tr),
             "blocks_to_swap": sw.n if sw else 0, "vae_tiling": preset.vae_tiling}

@@ -472,8 +472,33 @@ class StagedPipelineMixin:
             return self._staged_device
         return super()._execution_device
 
+    _evict_transformer: bool = False  # editing with offload: the transformer makes room while an encoder runs
+
     def _encoders_for(self, *names: str):
         stack = contextlib.ExitStack()
-        for n in names:
-            stack.enter_context(onload(getattr(self, n, None), self._staged_device))
+        mods = [getattr(self, n, None) for n in names]
+        if self._evict_transformer and any(m is not None and module_device(m) != self._staged_device for m in mods):
+            stack.enter_context(evicted(self.transformer, self._staged_device))
+        for m in mods:
+            stack.enter_context(onload(m, self._staged_device))
         return stack
+
+
+@contextlib.contextmanager
+def evicted(module: torch.nn.Module, device: torch.device | str | None) -> Iterator[None]:
+    """Move ``module``'s parameters that sit on ``device`` to the CPU for a moment and back after: a big encoder
+    (UMT5-XXL 11.4 GB, Llava 16.7 GB) then runs where the transformer's resident weights were. Swapped blocks (host
+    copies) are not touched, so a :class:`BlockSwapper` keeps working. A no-op for a CPU device."""
+    if device is None or torch.device(device).type == "cpu":
+        yield
+        return
+    device = torch.device(device)
+    moved = [p for p in module.parameters() if p.device.type == device.type]
+    for p in moved:
+        p.data = p.data.to("cpu")
+    torch.cuda.empty_cache()
+    try:
+        yield
+    finally:
+        for p in moved:
+            p.data = p.data.to(device)

@@ -111,6 +111,7 @@ class Backbone:
     execution_device: torch.device | None = None
     text_encoder_loader: Any = None  # re-creates a released text encoder (release_text_encoder); None = keep it
     prompt_cache: dict = field(default_factory=dict, repr=False)  # prompt -> text embedding (CPU), Wan
+    evict_for_encoders: bool = False  # editing presets with offload: the transformer leaves room for an encoder
 
     @property
     def encoders(self) -> list[torch.nn.Module]:

@@ -42,7 +42,8 @@ HOST_BASELINE_GB = 3.0  # the process itself: Python, torch + CUDA libraries
 OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # per LoRA parameter (2 moments fp32 / uint8); + fp32 param + grad
 
 # ----------------------------------------------------------------------------------------------- measured figures
-# scripts/measure_activations.py, run 2026-12-01 on the CPU (torch 2.13.0, diffusers 0.42.1, peft 0.21.2).
+# scripts/measure_activations.py, run 2026-12-01 on the CPU (torch 2.13.0, diffusers 0.42.1, peft 0.21.2; 313 s
+# on 2 cores).
 # Envelopes: (fixed bytes, bytes per video token) pairs; the peak at n video tokens is max(fixed + per_token * n).
 # Real widths (Wan2.1-14B d 5120 / ffn 13824; HunyuanVideo-13B d 3072, one dual- + one single-stream block), real
 # context (Wan 512 text + 257 image tokens; Hunyuan 544 text tokens), batch 1.
@@ -62,17 +63,17 @@ OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # per LoRA parameter (2 moments 
 #         Hunyuan dual 136.7 kB/token + 77 MB (incl. the 544 text tokens), single 136.6 kB/token + 75 MB.
 ACTIVATIONS = {
     "wan": {
-        "train_bf16": ((92_063_696, 236_881.1), (49_111_952, 508_702.9)),
-        "train_fp8": ((647_403_504, 364_239.0), (646_838_384, 508_654.8)),
-        "infer_bf16": ((57_513_808, 53_027.6), (26_054_128, 114_471.4), (15_567_680, 125_731.1)),
-        "infer_fp8": ((157_160_944, 70_420.5), (157_143_600, 80_660.5), (15_570_928, 125_717.6)),
+        "train_bf16": ((92_070_144, 236_845.6), (49_121_072, 508_658.5)),
+        "train_fp8": ((647_404_464, 364_223.1), (646_836_608, 508_649.8)),
+        "infer_bf16": ((57_517_472, 53_012.2), (26_058_016, 114_455.0), (15_571_664, 125_713.8)),
+        "infer_fp8": ((157_158_992, 70_432.2), (157_141_936, 80_671.5), (15_569_264, 125_727.9)),
         "saved_block_per_token": 292_612.0,
     },
     "hunyuan": {
-        "train_bf16": ((172_884_224, 314_805.9),),
-        "train_fp8": ((604_563_408, 179_678.5), (399_381_776, 314_780.4)),
-        "infer_bf16": ((61_328_000, 106_265.6), (41_275_536, 112_407.9)),
-        "infer_fp8": ((149_027_600, 93_970.2), (41_276_224, 112_403.0)),
+        "train_bf16": ((172_887_536, 314_783.0),),
+        "train_fp8": ((604_561_440, 179_682.8), (399_371_520, 314_823.9)),
+        "infer_bf16": ((61_332_032, 106_246.0), (41_279_648, 112_389.9)),
+        "infer_fp8": ((149_028_496, 93_968.1), (41_276_000, 112_402.6)),
         "saved_block_per_token": 136_682.0,
     },
 }
@@ -82,10 +83,10 @@ REFERENCE_WIDTH = {"wan": 5120, "hunyuan": 3072}  # the d the figures were measu
 # does not grow with T); Hunyuan: one 17-frame temporal tile (encode) / 5-latent-frame tile (decode), diffusers'
 # framewise defaults. At 480x832: Wan encode 4.8 GB, decode 7.3 GB; Hunyuan encode 17.9 GB, decode 31.6 GB.
 VAE_ACTIVATIONS = {
-    "wan": {"encode": ((1_013_718, 10_560.6), (1_011_597, 11_328.7), (1_008_870, 11_712.8), (1_005_619, 12_096.9)),
-            "decode": ((1_024_742, 14_486.7), (1_016_413, 17_559.1), (1_014_118, 17_943.1), (1_010_854, 18_327.3))},
-    "hunyuan": {"encode": ((1_489_542, 20_378.0), (1_439_588, 44_829.5)),
-                "decode": ((2_927_543, 79_158.2),)},
+    "wan": {"encode": ((1_002_214, 10_560.9), (1_000_368, 10_944.9), (994_070, 11_713.1), (990_499, 12_097.2)),
+            "decode": ((1_012_080, 17_175.1), (1_008_586, 17_943.2), (1_006_448, 18_327.2))},
+    "hunyuan": {"encode": ((1_495_328, 20_376.5), (1_438_569, 44_829.6)),
+                "decode": ((2_927_890, 79_158.3),)},
 }
 VAE_TILE_PX = 256 * 256  # diffusers' Wan / Hunyuan tiling: 256 px tiles, stride 192
 

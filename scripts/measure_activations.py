@@ -364,9 +364,10 @@ def measure_transformer(family: str, ns=(128, 256), check: int = 384, real_fp8: 
 
 # ----------------------------------------------------------------------------------------------- VAEs
 def measure_vae(family: str) -> dict:
-    """Peak live bytes of a no-grad fp32 encode and decode (second of two runs) at two small sizes (full channel widths), as an
-    :func:`envelope` over the pixel area H*W; Wan: 1 + 4 frames (one causal chunk of each kind), Hunyuan: one
-    17-frame temporal tile (its mid-block attention mask, O(area^2), is negligible here: the planner adds it)."""
+    """Peak live bytes of a no-grad fp32 encode and decode (second of two runs) at two small sizes (full channel
+    widths), as an :func:`envelope` over the pixel area H*W; Wan: 1 + 4 frames (one causal chunk of each kind),
+    Hunyuan: one 17-frame temporal tile (its mid-block attention mask, O(area^2), is negligible here: the planner
+    adds it)."""
     from diffusers import AutoencoderKLHunyuanVideo, AutoencoderKLWan
 
     torch.manual_seed(0)

@@ -366,3 +366,26 @@ def test_auto_swap_count_comes_from_the_planner_for_the_live_config():
     want = plan("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 49, 480, 832, "24GB").train_blocks_to_swap
     assert 0 < resolve_swap(bb, wan_config(memory_preset="24GB"), 49, 480, 832) == want < 40
     assert resolve_swap(bb, wan_config(memory_preset="80GB+"), 49, 480, 832) == 0
+
+
+def test_editing_offload_evicts_the_transformer_while_a_big_encoder_runs(monkeypatch, tiny):
+    """On a GPU with an offloading preset, the pipeline's encoder calls first move the transformer's resident weights
+    out (UMT5 or Llava would not fit beside them), and only when the encoder is not already on the device."""
+    from loraedit_nb.inference import MaskedWanI2VPipeline
+
+    calls = []
+    monkeypatch.setattr(memory, "evicted", lambda m, d: (calls.append(("evict", type(m).__name__, str(d))),
+                                                         contextlib.nullcontext())[1])
+    monkeypatch.setattr(memory, "onload", lambda m, d: (calls.append(("onload", type(m).__name__, str(d))),
+                                                        contextlib.nullcontext())[1])
+    pipe = tiny.pipeline(MaskedWanI2VPipeline)
+    pipe._staged_device = torch.device("cuda")
+    pipe._evict_transformer = True
+    with pipe._encoders_for("image_encoder"):
+        pass
+    assert calls == [("evict", "WanTransformer3DModel", "cuda"), ("onload", "CLIPVisionModel", "cuda")]
+    calls.clear()
+    pipe._evict_transformer = False  # "none": everything is resident, nothing moves out
+    with pipe._encoders_for("image_encoder"):
+        pass
+    assert calls == [("onload", "CLIPVisionModel", "cuda")]
