@@ -295,11 +295,11 @@ def _load_checkpoint(path: Path, transformer, optimizer, gen: torch.Generator, r
     else:  # e.g. resumed on more ranks than saved: a fresh, distinct stream per rank (and say so)
         warnings.warn(f"no RNG state of rank {rank} for step {step} in {path.parent}: reseeding this rank",
                       stacklevel=2)
-        gen.manual_seed(config_seed(ck) * 1000 + rank + 7919 * step)
+        gen.manual_seed(_config_seed(ck) * 1000 + rank + 7919 * step)
     return step, list(ck["history"])
 
 
-def config_seed(ck: dict) -> int:
+def _config_seed(ck: dict) -> int:
     return int(ck.get("config", {}).get("seed", 0))
 
 
