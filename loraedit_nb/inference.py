@@ -128,7 +128,7 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
     dtype first, because peft would create it in float8 and round the weights before we could cast them back.
     The LoRA ends up in the transformer's compute dtype (bf16 for a real model, fp32 for the toy) on the execution
     device, whatever the order of training, loading and fp8 casting."""
-    from .lora import add_lora, check_compatible, load_lora, set_lora_state
+    from .lora import check_compatible, load_lora
     from .memory import fix_lora_dtype, is_fp8
 
     tr = backbone.transformer
@@ -137,18 +137,28 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
     if lora is None:
         return
     dtype = tr.dtype if tr.dtype in (torch.bfloat16, torch.float16) else torch.float32
-    if isinstance(lora, (str, os.PathLike)):
-        meta = check_compatible(lora, tr)
-        if is_fp8(tr):
-            _load_lora_fp8_safe(backbone, lora, meta, dtype, scale)
-        else:
-            load_lora(backbone, lora, adapter_name="default", scale=scale)
-        fix_lora_dtype(tr, dtype, device=backbone.device)
+    if not isinstance(lora, (str, os.PathLike)):
+        cfg = lora.config
+        _attach_lora(backbone, lora.state_dict, cfg.rank, cfg.alpha, cfg.targets or backbone.adapter.lora_targets,
+                     dtype, scale)
         return
-    cfg = lora.config
-    add_lora(tr, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets or backbone.adapter.lora_targets)
+    meta = check_compatible(lora, tr)
+    if is_fp8(tr):
+        _load_lora_fp8_safe(backbone, lora, meta, dtype, scale)
+        return
+    load_lora(backbone, lora, adapter_name="default", scale=scale)
     fix_lora_dtype(tr, dtype, device=backbone.device)
-    set_lora_state(tr, lora.state_dict)
+
+
+def _attach_lora(backbone, state_dict: dict, rank: int, alpha, targets, dtype: torch.dtype, scale: float) -> None:
+    """A fresh adapter in ``dtype`` on the execution device, then the weights copied in (never via a float8 LoRA)."""
+    from .lora import add_lora, set_lora_state
+    from .memory import fix_lora_dtype
+
+    tr = backbone.transformer
+    add_lora(tr, rank=rank, alpha=alpha, targets=targets)
+    fix_lora_dtype(tr, dtype, device=backbone.device)
+    set_lora_state(tr, state_dict)
     if scale != 1.0:
         tr.set_adapters(["default"], [scale])
     tr.requires_grad_(False)
@@ -156,13 +166,11 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
 
 
 def _load_lora_fp8_safe(backbone, path, meta: dict, dtype: torch.dtype, scale: float) -> None:
-    """Read a LoRA with diffusers (format conversion included), build the adapter, cast it, then copy the weights."""
+    """Read a LoRA with diffusers (format conversion included), build the adapter in ``dtype``, copy the weights."""
     from pathlib import Path
 
-    from .lora import add_lora, lora_weight_file, set_lora_state
-    from .memory import fix_lora_dtype
+    from .lora import lora_weight_file
 
-    tr = backbone.transformer
     file = lora_weight_file(Path(path))
     sd = backbone.adapter.pipeline_class.lora_state_dict(str(file.parent), weight_name=file.name)
     sd = sd[0] if isinstance(sd, tuple) else sd
@@ -172,13 +180,7 @@ def _load_lora_fp8_safe(backbone, path, meta: dict, dtype: torch.dtype, scale: f
         raise ValueError(f"{file} holds no LoRA weights for the transformer")
     rank = int(sd[a_keys[0]].shape[0])
     targets = sorted({k[: -len(".lora_A.weight")] for k in a_keys})
-    add_lora(tr, rank=rank, alpha=meta.get("alpha", rank), targets=targets)
-    fix_lora_dtype(tr, dtype, device=backbone.device)
-    set_lora_state(tr, sd)
-    if scale != 1.0:
-        tr.set_adapters(["default"], [scale])
-    tr.requires_grad_(False)
-    tr.eval()
+    _attach_lora(backbone, sd, rank, meta.get("alpha", rank), targets, dtype, scale)
 
 
 def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height: int, width: int) -> dict:
