@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .masks import check_mask
+from .memory import module_device
 from .video import check_frame_count, check_size, check_video
 
 GREY = 0.5  # neutral grey in [0, 1] == 0.0 in the model's [-1, 1]: what Wan's zero frames and LoRA-Edit's fill are
@@ -156,7 +157,7 @@ def encode(vae, pixels: torch.Tensor, *, sample: bool = False, generator: torch.
     Uses the posterior mode (``sample=False``) as diffusers' I2V pipeline does for the condition.
     """
     vae_dtype = getattr(vae, "dtype", torch.float32)
-    dist = vae.encode(pixels.to(device=_device_of(vae), dtype=vae_dtype)).latent_dist
+    dist = vae.encode(pixels.to(device=module_device(vae), dtype=vae_dtype)).latent_dist
     lat = dist.sample(generator) if sample else dist.mode()
     mean, inv_std = latent_stats(vae, lat.device, torch.float32)
     return (lat.float() - mean) * inv_std
@@ -166,16 +167,8 @@ def decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """Normalised latents -> pixels ``(B, 3, T, H, W)`` in [-1, 1] (clamped)."""
     mean, inv_std = latent_stats(vae, latents.device, torch.float32)
     x = latents.float() / inv_std + mean
-    out = vae.decode(x.to(device=_device_of(vae), dtype=getattr(vae, "dtype", torch.float32)), return_dict=False)[0]
+    out = vae.decode(x.to(device=module_device(vae), dtype=getattr(vae, "dtype", torch.float32)), return_dict=False)[0]
     return out.float().clamp(-1, 1)
-
-
-def _device_of(module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    for b in module.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------------------------- the condition

@@ -17,6 +17,7 @@ stage fit a GPU tier, shared by training (:mod:`loraedit_nb.training`) and editi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -97,9 +98,9 @@ def free_gpu_gb(device: torch.device | str | None = None) -> float:
 
 # ----------------------------------------------------------------------------------------------- placement
 def module_device(module: torch.nn.Module) -> torch.device:
-    """Where a module's first parameter lives (CPU for a module without parameters)."""
-    p = next(iter(module.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+    """Where a module's first parameter lives (else its first buffer; CPU for a module with neither)."""
+    t = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return t.device if t is not None else torch.device("cpu")
 
 
 @contextlib.contextmanager
