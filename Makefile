@@ -1,12 +1,16 @@
-# make demo   - set up .venv and run the main job on the embedded toy backbone (writes outputs/)
-# make test   - set up .venv and run the test suite
+# make demo          - set up .venv and run the main job on the embedded toy backbone (writes outputs/)
+# make test          - set up .venv and run the test suite
+# make lab           - JupyterLab on 127.0.0.1 with the notebooks (the mask painter needs it, or Notebook 7 / VS Code)
+# make browser-test  - the notebooks and the mask painter in a real browser (Debian's chromium + chromium-driver)
+# make site          - execute the notebooks and refresh docs/ (Markdown + pictures + GIFs a browser of the repo sees)
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LAB_PORT ?= 8888
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lab browser-test site lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +26,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --notebook-dir notebooks
+
+browser-test: $(STAMP)
+	$(BIN)/python scripts/browser_test.py --out outputs/browser_test
+
+site: $(STAMP)
+	$(BIN)/python -m loraedit_nb site --out docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check loraedit_nb tests scripts

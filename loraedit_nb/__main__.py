@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 USER_ERRORS = (ValueError, FileNotFoundError, ImportError, NotADirectoryError)
 
@@ -19,11 +20,21 @@ def main(argv: list[str] | None = None, *, catch: bool = False) -> int:
     demo.add_argument("--backbone", default="toy")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-notebooks", action="store_true", help="skip executing the five notebooks")
+    demo.add_argument("--only-notebooks", action="store_true", help="run only the notebooks (skip stages 1, 2, 4)")
+    demo.add_argument("--notebook", action="append", type=Path, metavar="PATH",
+                      help="run this notebook instead of the five (repeatable)")
+    demo.add_argument("--cell-timeout", type=int, default=None,
+                      help="seconds a notebook cell may run before it counts as failed (default 600; 0 = no limit)")
 
     def run_demo(a):
-        from .demo import run_demo
+        from .demo import NOTEBOOK_CELL_TIMEOUT, run_demo
 
-        run_demo(a.out, a.backbone, a.seed, notebooks=not a.no_notebooks)
+        timeout = NOTEBOOK_CELL_TIMEOUT if a.cell_timeout is None else (a.cell_timeout or None)
+        failed = run_demo(a.out, a.backbone, a.seed, notebooks=not a.no_notebooks, stages=not a.only_notebooks,
+                          notebook_paths=a.notebook, cell_timeout=timeout)
+        if failed:  # the report is written; say what failed and exit non-zero
+            print(f"demo FAILED: {', '.join(failed)} (see {Path(a.out) / 'report.md'})", file=sys.stderr)
+            sys.exit(1)
 
     demo.set_defaults(func=run_demo)
     from . import bench, planner

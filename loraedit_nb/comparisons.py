@@ -129,7 +129,7 @@ def run_variant(backbone, case: Case, variant: str, config: TrainConfig | None =
     tail[T // 2 :] = mask[T // 2 :]
     m["gt_psnr_region_late"] = psnr(case.ground_truth, res.video, tail) if tail.any() else math.nan
     m.update(case=case.name, kind=case.kind, variant=variant, seconds=round(train_s + time.time() - t1, 2),
-             train_steps=len(lora.history) if lora is not None else 0, lora_reused=reused)
+             train_steps=len(getattr(lora, "history", ())) if lora is not None else 0, lora_reused=reused)
     m["video"] = res.video
     return m
 

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,14 +44,47 @@ def inject_parameters(nb, parameters: dict) -> None:
     nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]}))
 
 
-def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *, timeout: int = 900,
-                 parameters: dict | None = None, name: str | None = None) -> tuple[float, str | None]:
-    """Run one notebook top to bottom; write the executed copy and an HTML export into ``out_dir`` (as ``name``,
-    default the notebook's own). ``parameters`` override the parameters cell (e.g. ``{"BACKBONE": ...}``).
-    Returns ``(seconds, error message or None)``."""
+def _cell_label(cell, idx: int, n: int) -> str:
+    first = next((ln.strip() for ln in cell.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    return f"cell {idx + 1}/{n}" + (f" `{first[:60]}`" if first else "")
+
+
+class _Heartbeat:
+    """Prints ``[name] 60 s, cell 7/31 `rows = run_comparison(...)``` every ``every`` seconds while a notebook runs,
+    so a long cell never looks like a hang."""
+
+    def __init__(self, name: str, every: float):
+        import threading
+
+        self.name, self.every, self.t0, self.where = name, every, time.time(), "starting the kernel"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            print(f"  [{self.name}] {time.time() - self.t0:.0f} s, {self.where}", flush=True)
+
+    def __enter__(self):
+        if self.every > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *, timeout: int | None = 900,
+                 parameters: dict | None = None, name: str | None = None, heartbeat: float = 0,
+                 html: bool = True) -> tuple[float, str | None]:
+    """Run one notebook top to bottom; write the executed copy (and, with ``html``, an HTML export) into
+    ``out_dir`` as ``name`` (default the notebook's own). ``parameters`` override the parameters cell (e.g.
+    ``{"BACKBONE": ...}``). ``timeout``: seconds per cell (None: no limit). ``heartbeat``: print a progress line
+    every that many seconds (0: silent).
+
+    Never raises for the notebook's own failures: a failing cell, a cell past ``timeout`` and a dead kernel all come
+    back as the error message, and the executed copy is written either way. Returns ``(seconds, error or None)``."""
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     path, out_dir = Path(path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -58,36 +92,62 @@ def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *, timeout
     if parameters:
         inject_parameters(nb, parameters)
     out_name = Path(name or path.name)
+    beat = _Heartbeat(out_name.stem, heartbeat)
+    current: dict = {}
+
+    def on_cell_start(cell, cell_index, **_):
+        current.update(index=cell_index, label=_cell_label(cell, cell_index, len(nb.cells)))
+        beat.where = current["label"]
+
     client = NotebookClient(nb, timeout=timeout, kernel_name=this_interpreter_kernel(),
-                            resources={"metadata": {"path": str(ROOT)}})
+                            resources={"metadata": {"path": str(ROOT)}}, on_cell_start=on_cell_start)
     t0 = time.time()
     error = None
     try:
-        client.execute()
-    except CellExecutionError as e:
-        error = str(e)
+        with beat:
+            client.execute()
+    except Exception as e:  # CellExecutionError, CellTimeoutError, DeadKernelError, ...: report, don't escape
+        where = current.get("label", "before the first cell")
+        if type(e).__name__ == "CellTimeoutError":
+            error = f"{where} ran past the {timeout} s cell timeout"
+        else:
+            error = f"{where}: {type(e).__name__}: {e}"
     finally:
         seconds = round(time.time() - t0, 1)
         nbformat.write(nb, out_dir / out_name.with_suffix(".ipynb"))
-        try:
-            from nbconvert import HTMLExporter
+        if html:
+            try:
+                from nbconvert import HTMLExporter
 
-            (out_dir / out_name.with_suffix(".html")).write_text(HTMLExporter().from_notebook_node(nb)[0])
-        except Exception as e:  # an export problem must not hide the notebook's own result
-            warnings.warn(f"HTML export of {path.name} failed: {e}", stacklevel=1)
+                (out_dir / out_name.with_suffix(".html")).write_text(HTMLExporter().from_notebook_node(nb)[0])
+            except Exception as e:  # an export problem must not hide the notebook's own result
+                warnings.warn(f"HTML export of {path.name} failed: {e}", stacklevel=1)
     return seconds, error
 
 
-def run_all(out_dir: str | os.PathLike) -> dict[str, float]:
-    """Run every numbered notebook; raise after all have run if any failed. Returns wall seconds per notebook."""
-    times, errors = {}, {}
-    for p in notebooks():
+@dataclass
+class NotebookRun:
+    """One notebook's outcome: ``status`` is ``"ok"`` or ``"FAILED"``; ``error`` says where and why."""
+
+    name: str
+    seconds: float
+    status: str
+    error: str | None = None
+
+
+def run_all(out_dir: str | os.PathLike, paths: list[Path] | None = None, *, timeout: int | None = 900,
+            heartbeat: float = 20, on_result=None) -> list[NotebookRun]:
+    """Run every numbered notebook (or ``paths``) in turn, whatever the earlier ones did, printing a line per
+    notebook and a progress line every ``heartbeat`` seconds. ``on_result(runs)`` is called after each notebook
+    (the demo rewrites its report there). Writes ``timings.json``; returns one :class:`NotebookRun` each."""
+    runs: list[NotebookRun] = []
+    for p in paths if paths is not None else notebooks():
+        p = Path(p)
         print(f"running {p.name} ...", flush=True)
-        times[p.stem], err = run_notebook(p, out_dir)
-        print(f"  {times[p.stem]} s{' FAILED' if err else ''}", flush=True)
-        if err:
-            errors[p.name] = err[-1500:]
-    Path(out_dir, "timings.json").write_text(json.dumps(times, indent=1))
-    if errors:
-        raise RuntimeError("notebooks failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
-    return times
+        seconds, err = run_notebook(p, out_dir, timeout=timeout, heartbeat=heartbeat)
+        runs.append(NotebookRun(p.stem, seconds, "FAILED" if err else "ok", err))
+        print(f"  {p.stem}: {seconds} s {'FAILED: ' + err.splitlines()[0][:300] if err else 'ok'}", flush=True)
+        Path(out_dir, "timings.json").write_text(json.dumps({r.name: r.seconds for r in runs}, indent=1))
+        if on_result is not None:
+            on_result(runs)
+    return runs
