@@ -147,56 +147,58 @@ def _run_cases(backbone, cases: list[Case], variants, config, seed: int, progres
     return rows, videos
 
 
-def _worker(backbone_name: str, case_idx: list[int], n_cases: int, variants, config, seed: int, threads: int, q):
+def _worker(backbone_name: str, cases: list[Case], variants, config, seed: int, threads: int, q):
     import torch
 
     from .models import load_backbone
 
     torch.set_num_threads(threads)
-    cases = [toy_cases(n_cases)[i] for i in case_idx]
     q.put(_run_cases(load_backbone(backbone_name), cases, variants, config, seed, progress=False))
 
 
 def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConfig | None = None, *,
                    out: str | Path | None = None, seed: int = 0, progress: bool = True, workers: int = 1,
-                   threads_per_worker: int = 1) -> list[dict]:
-    """Every variant on every case. With ``out``: ``results.json``, ``results.md`` (table), ``bars.png`` and one
-    comparison video per case (source | mask | ground truth | variants...).
+                   threads_per_worker: int = 1, videos: dict | None = None) -> list[dict]:
+    """Every variant on every case; returns one row of metrics per (case, variant). With ``out``: ``results.json``,
+    ``results.md`` (table), ``bars.png`` and one comparison video per case (source | mask | ground truth |
+    variants...). ``videos``: a dict to fill with every edited video, ``videos[case name][variant]``.
 
     ``workers > 1`` splits the cases over that many processes (``backbone`` must then be a name for
-    :func:`~loraedit_nb.models.load_backbone` and ``cases`` the first ``len(cases)`` of :func:`toy_cases`): on a
-    small CPU, processes with one thread each beat one process with many threads for this tiny model. Results
-    are the same as with one worker (every training and generation is seeded per case)."""
+    :func:`~loraedit_nb.models.load_backbone`; each process loads it): on a small CPU, processes with one thread
+    each beat one process with many threads for this tiny model. Results are the same as with one worker (every
+    training and generation is seeded per case)."""
     if workers <= 1:
         if isinstance(backbone, str):
             from .models import load_backbone
 
             backbone = load_backbone(backbone)
-        rows, videos = _run_cases(backbone, cases, variants, config, seed, progress)
+        rows, edited = _run_cases(backbone, cases, variants, config, seed, progress)
     else:
         import multiprocessing as mp
 
-        if not isinstance(backbone, str) or [c.name for c in cases] != [c.name for c in toy_cases(len(cases))]:
-            raise ValueError("workers > 1 needs the backbone's name and cases = toy_cases(n): each process "
-                             "rebuilds both")
+        if not isinstance(backbone, str):
+            raise ValueError("workers > 1 needs the backbone's name (e.g. 'toy'), not a loaded backbone: each "
+                             "process loads its own")
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
-        chunks = [list(range(len(cases)))[i::workers] for i in range(workers)]
-        procs = [ctx.Process(target=_worker, args=(backbone, ch, len(cases), variants, config, seed,
-                                                   threads_per_worker, q)) for ch in chunks if ch]
+        chunks = [cases[i::workers] for i in range(workers)]
+        procs = [ctx.Process(target=_worker, args=(backbone, ch, variants, config, seed, threads_per_worker, q))
+                 for ch in chunks if ch]
         for p in procs:
             p.start()
-        rows, videos = [], {}
+        rows, edited = [], {}
         for _ in procs:
             r, v = q.get()
             rows += r
-            videos.update(v)
+            edited.update(v)
         for p in procs:
             p.join()
         order = {c.name: i for i, c in enumerate(cases)}
         rows.sort(key=lambda r: (order[r["case"]], list(variants).index(r["variant"])))
     if out is not None:
-        write_report(rows, cases, videos, Path(out), variants)
+        write_report(rows, cases, edited, Path(out), variants)
+    if videos is not None:
+        videos.update(edited)
     return rows
 
 
@@ -247,4 +249,4 @@ def write_report(rows: list[dict], cases: list[Case], videos: dict, out: Path, v
         vids = [case.source, M.overlay(case.source, case.mask, outline=False), case.ground_truth]
         vids += [videos[case.name][v] for v in variants]
         write_video(out / f"{case.name}.mp4", hstack(*vids), fps=6, upscale=4)
-    print(table)
+

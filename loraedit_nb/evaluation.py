@@ -139,10 +139,11 @@ def motion_fidelity(source: np.ndarray, edited: np.ndarray, region: np.ndarray, 
     return {"cosine": float(np.mean(cos)) if cos else math.nan, "epe_px": float(np.mean(epe)) if epe else math.nan}
 
 
-def clip_scores(video: np.ndarray, prompt: str, model: str = "openai/clip-vit-base-patch16") -> dict | None:
+def clip_scores(video: np.ndarray, prompt: str, model: str = "openai/clip-vit-base-patch16", *,
+                warn: bool = True) -> dict | None:
     """The paper's metrics: CLIP text-frame score (torchmetrics ``CLIPScore``, mean over frames, [0, 100]) and CLIP
-    frame consistency (mean cosine of consecutive frames' image embeddings). None, with a message, when the CLIP
-    weights are not available locally (offline machines, CI)."""
+    frame consistency (mean cosine of consecutive frames' image embeddings). None when the CLIP weights are not
+    available locally (offline machines, CI), with a warning unless ``warn=False`` (a caller that says so itself)."""
     try:
         from torchmetrics.multimodal.clip_score import CLIPScore
         from transformers import CLIPModel, CLIPProcessor
@@ -151,6 +152,8 @@ def clip_scores(video: np.ndarray, prompt: str, model: str = "openai/clip-vit-ba
         clip = CLIPModel.from_pretrained(model, local_files_only=True).eval()
         metric = CLIPScore(model_name_or_path=model)
     except Exception as e:
+        if not warn:
+            return None
         warnings.warn(f"CLIP metrics skipped: weights for {model} are not available locally ({type(e).__name__}). "
                       "Run once with internet access to cache them.", stacklevel=2)
         return None

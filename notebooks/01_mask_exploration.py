@@ -16,8 +16,6 @@
 # %% [markdown]
 # # 01 · Masks: telling an image-to-video model what to keep and what to make
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/loraedit/loraedit_nb/blob/main/notebooks/01_mask_exploration.ipynb)
-#
 # *LoRA-Edit* (Gao et al., [arXiv 2506.10082](https://arxiv.org/abs/2506.10082)) edits a video from one edited
 # frame. You edit the first frame in any image editor; the method carries the edit through the clip with
 # Wan2.1's image-to-video (I2V) model, while everything you did not touch stays as it was. It needs two things:
@@ -36,23 +34,28 @@
 # come with exact masks and exact ground-truth edits.
 
 # %%
-# Setup. On Colab: clone the repository (the toy model and the sample clip live in its data/ folder) and install
-# it. Locally: nothing to do once `pip install -e ".[dev]"` has run in the repository.
+# Setup: the same cell opens every notebook. Locally there is nothing to do (`make lab` installed the package).
+# On Colab it clones and installs the repository named by LORAEDIT_REPO (the toy model and the sample clip live in
+# its data/ folder): first run a cell with  %env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb
 import os
 import subprocess
 import sys
 
 import torch
 
-REPO = "https://github.com/loraedit/loraedit_nb"  # <-- PLACEHOLDER: replace with the repository's real URL
 if "google.colab" in sys.modules:
-    if not os.path.isdir("loraedit_nb"):
+    if not os.path.isdir("loraedit_nb/loraedit_nb"):
+        REPO = os.environ.get("LORAEDIT_REPO", "").strip()
+        if not REPO:
+            raise RuntimeError("On Colab this notebook needs the loraedit_nb repository. Run a cell with\n"
+                               "    %env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb\n"
+                               "(the repository you opened this notebook from), then run this cell again.")
         subprocess.run(["git", "clone", "--depth", "1", REPO, "loraedit_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "./loraedit_nb"], check=True)
     sys.path.insert(0, os.path.abspath("loraedit_nb"))
     from google.colab import output
 
-    output.enable_custom_widget_manager()  # for the mask painter (notebook 01), a custom widget
+    output.enable_custom_widget_manager()  # ipywidgets/ipycanvas (the mask painter, progress bars) need it
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a busy CPU they cost a lot
     torch.set_num_threads(int(os.environ.get("LORAEDIT_THREADS", "1")))
@@ -208,8 +211,9 @@ print(f"video {video.shape}, mask {mask.shape} {mask.dtype}, {100 * mask.mean():
 # %%
 keep = keep_mask(mask)  # float (T, H, W) in Wan's sense
 assert np.array_equal(keep[1:] == 1, ~mask[1:]) and (keep[0] == 1).all()
-show_images({"our mask, frame 1 (white = edit)": mask[1].astype(float), "keep_mask, frame 1 (white = keep)": keep[1],
-             "keep_mask, frame 0 (given whole)": keep[0]}, height=144, vmin=0, vmax=1)
+viz.show_masks({"our mask, frame 1 (white = edit)": mask[1], "keep_mask, frame 1 (white = keep)": keep[1],
+                "keep_mask, frame 0 (all white: given whole)": keep[0]})
+plt.show()
 
 # %% [markdown]
 # ## 5. What the model is fed: the condition video and the packed mask
@@ -226,6 +230,9 @@ show_images({"our mask, frame 1 (white = edit)": mask[1].astype(float), "keep_ma
 cond_train = condition_video(video, mask)  # training: the original frame 0
 cond_edit = condition_video(video, mask, edited_first)  # editing: the edited frame 0
 show_videos({"source": up(video), "condition (training)": up(cond_train), "condition (editing)": up(cond_edit)})
+# the two conditions differ only in frame 0, shown for 1/9 of each loop: here it is still
+show_images({"frame 0, training (original)": up(cond_train[0]), "frame 0, editing (your edited frame)": up(cond_edit[0]),
+             "frame 1, both (region grey)": up(cond_edit[1])}, height=144)
 
 # %% [markdown]
 # The VAE compresses time by 4 after the first frame (so clips have 4k + 1 frames) and space by 8 (Wan) or 2
@@ -240,8 +247,17 @@ cond = build_condition(bb.vae, video, mask, edited_first, adapter=bb.adapter)  #
 packed = bb.adapter.mask_part(cond)
 print(f"condition {tuple(cond.shape)} = {packed.shape[1]} mask channel(s) + {cond.shape[1] - packed.shape[1]} "
       f"latent channels; {100 * packed.mean():.0f} % of the packed cells say 'keep'")
-show_images({"packed mask (rows: channels, columns: latent frames)": viz.packed_mask_image(packed, scale=4)},
-            height=200)
+img = viz.packed_mask_image(packed, scale=4, border=0)
+fig, ax = plt.subplots(figsize=(2.2 * packed.shape[2], 2.2 * packed.shape[1] * packed.shape[3] / packed.shape[4] + 0.6))
+ax.imshow(img, interpolation="nearest")
+cell_w, cell_h = img.shape[1] / packed.shape[2], img.shape[0] / packed.shape[1]
+ax.set_xticks([(i + 0.5) * cell_w for i in range(packed.shape[2])],
+              ["frame 0\n(given whole)"] + [f"frames {4 * i - 3}–{4 * i}" for i in range(1, packed.shape[2])])
+ax.set_yticks([(c + 0.5) * cell_h for c in range(packed.shape[1])], [f"ch {c}" for c in range(packed.shape[1])])
+ax.set_title("packed mask: white = keep, black = generate", fontsize=10)
+for side in ax.spines.values():
+    side.set_color("#444")
+plt.show()
 
 # %% [markdown]
 # ## 6. The paper's Fig. 2, on the toy world: does an un-tuned I2V model read spatial masks?

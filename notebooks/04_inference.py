@@ -16,8 +16,6 @@
 # %% [markdown]
 # # 04 · Editing: from an edited first frame to an edited video
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/loraedit/loraedit_nb/blob/main/notebooks/04_inference.ipynb)
-#
 # Everything so far prepared for this step (Gao et al., Sec. 3.4). With the LoRA active, the I2V model gets the
 # same kind of condition it was fine-tuned on — source outside the mask, grey inside — except that frame 0 is now
 # **your edited frame**. The LoRA has learned the clip's motion and what the mask means, so it keeps the
@@ -29,23 +27,28 @@
 # the toy world, with the exact ground-truth edit.
 
 # %%
-# Setup. On Colab: clone the repository (the toy model and the sample clip live in its data/ folder) and install
-# it. Locally: nothing to do once `pip install -e ".[dev]"` has run in the repository.
+# Setup: the same cell opens every notebook. Locally there is nothing to do (`make lab` installed the package).
+# On Colab it clones and installs the repository named by LORAEDIT_REPO (the toy model and the sample clip live in
+# its data/ folder): first run a cell with  %env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb
 import os
 import subprocess
 import sys
 
 import torch
 
-REPO = "https://github.com/loraedit/loraedit_nb"  # <-- PLACEHOLDER: replace with the repository's real URL
 if "google.colab" in sys.modules:
-    if not os.path.isdir("loraedit_nb"):
+    if not os.path.isdir("loraedit_nb/loraedit_nb"):
+        REPO = os.environ.get("LORAEDIT_REPO", "").strip()
+        if not REPO:
+            raise RuntimeError("On Colab this notebook needs the loraedit_nb repository. Run a cell with\n"
+                               "    %env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb\n"
+                               "(the repository you opened this notebook from), then run this cell again.")
         subprocess.run(["git", "clone", "--depth", "1", REPO, "loraedit_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "./loraedit_nb"], check=True)
     sys.path.insert(0, os.path.abspath("loraedit_nb"))
     from google.colab import output
 
-    output.enable_custom_widget_manager()  # for the mask painter (notebook 01), a custom widget
+    output.enable_custom_widget_manager()  # ipywidgets/ipycanvas (the mask painter, progress bars) need it
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a busy CPU they cost a lot
     torch.set_num_threads(int(os.environ.get("LORAEDIT_THREADS", "1")))

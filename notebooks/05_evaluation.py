@@ -16,8 +16,6 @@
 # %% [markdown]
 # # 05 · Evaluation: measuring an edit, and the paper's comparisons with exact ground truth
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/loraedit/loraedit_nb/blob/main/notebooks/05_evaluation.ipynb)
-#
 # How good is an edit? The paper (Gao et al., Sec. 4) compares LoRA-Edit with first-frame-guided editors using
 # CLIP score and image-quality scores on real videos, where nobody knows what the *right* edited video is. The
 # toy world knows: every clip comes with the exact edited video, so we can measure what matters directly.
@@ -33,28 +31,31 @@
 # README holds its table. Here a smaller set keeps the notebook within a couple of CPU minutes.
 
 # %%
-# Setup. On Colab: clone the repository (the toy model and the sample clip live in its data/ folder) and install
-# it. Locally: nothing to do once `pip install -e ".[dev]"` has run in the repository.
+# Setup: the same cell opens every notebook. Locally there is nothing to do (`make lab` installed the package).
+# On Colab it clones and installs the repository named by LORAEDIT_REPO (the toy model and the sample clip live in
+# its data/ folder): first run a cell with  %env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb
 import os
 import subprocess
 import sys
 
-REPO = "https://github.com/loraedit/loraedit_nb"  # <-- PLACEHOLDER: replace with the repository's real URL
-IN_COLAB = "google.colab" in sys.modules
-if IN_COLAB:
-    if not os.path.isdir("loraedit_nb"):
+import torch
+
+if "google.colab" in sys.modules:
+    if not os.path.isdir("loraedit_nb/loraedit_nb"):
+        REPO = os.environ.get("LORAEDIT_REPO", "").strip()
+        if not REPO:
+            raise RuntimeError("On Colab this notebook needs the loraedit_nb repository. Run a cell with\n"
+                               "    %env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb\n"
+                               "(the repository you opened this notebook from), then run this cell again.")
         subprocess.run(["git", "clone", "--depth", "1", REPO, "loraedit_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "./loraedit_nb"], check=True)
     sys.path.insert(0, os.path.abspath("loraedit_nb"))
     from google.colab import output
 
-    output.enable_custom_widget_manager()
-
-import torch
-
+    output.enable_custom_widget_manager()  # ipywidgets/ipycanvas (the mask painter, progress bars) need it
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if os.environ.get("LORAEDIT_THREADS"):  # the test suite caps CPU threads
-    torch.set_num_threads(int(os.environ["LORAEDIT_THREADS"]))
+if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a busy CPU they cost a lot
+    torch.set_num_threads(int(os.environ.get("LORAEDIT_THREADS", "1")))
 print("device:", torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads")
 
 # %% tags=["parameters"]

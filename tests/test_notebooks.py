@@ -85,3 +85,30 @@ def test_notebook_runs_with_the_hunyuan_backbone(path):
     executed = nbformat.read(OUT / (path.stem + "_hunyuan.ipynb"), as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c["cell_type"] == "code" for o in c.get("outputs", []))
     assert "tiny-hunyuan" in text, "the notebook should report the backbone it ran"
+
+
+def test_every_notebook_opens_with_the_same_setup_cell_and_colab_says_what_to_set(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    firsts = {p.name: next("".join(c["source"]) for c in json.loads(p.read_text())["cells"]
+                           if c["cell_type"] == "code") for p in NOTEBOOKS}
+    assert len(set(firsts.values())) == 1, "the setup cells differ: keep one text in every notebook"
+    src = next(iter(firsts.values()))
+    assert "PLACEHOLDER" not in src and "github.com/loraedit" not in src
+    # on "Colab" without LORAEDIT_REPO and without a clone: a message that says what to set, no clone attempted
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LORAEDIT_REPO", raising=False)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    calls = []
+    monkeypatch.setattr("subprocess.run", lambda *a, **k: calls.append(a))
+    with pytest.raises(RuntimeError, match=r"%env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb"):
+        exec(compile(src, "setup-cell", "exec"), {})
+    assert calls == []
+    # with it set: clone that URL, then install the clone
+    monkeypatch.setenv("LORAEDIT_REPO", "https://example.invalid/me/loraedit_nb")
+    monkeypatch.setitem(sys.modules, "google.colab", types.SimpleNamespace(
+        output=types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("widgets"))))
+    exec(compile(src, "setup-cell", "exec"), {})
+    assert calls[0][0][:5] == ["git", "clone", "--depth", "1", "https://example.invalid/me/loraedit_nb"]
+    assert "install" in calls[1][0] and calls[2] == "widgets"
