@@ -27,6 +27,7 @@ from .data import load_sample
 from .evaluation import psnr
 from .inference import generate
 from .models import load_backbone
+from .notebook_runner import Heartbeat
 from .video import hstack, write_image, write_video
 from .viz import frames_strip, packed_mask_image, upscale
 
@@ -60,7 +61,8 @@ def run_demo(out: str | Path = "outputs", backbone: str = "toy", seed: int = 0, 
         print(f"stage {name} ...", flush=True)
         t = time.time()
         try:
-            fn()
+            with Heartbeat(f"stage {name}", 0 if name == "notebooks" else 20):  # notebooks print their own
+                fn()
         except Exception as e:  # report it and go on: one broken stage must not hide the others' results
             rep["failed"].append(f"stage {name}")
             rep["stages"][name] = {"error": f"{type(e).__name__}: {e}"}

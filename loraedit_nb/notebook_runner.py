@@ -26,7 +26,9 @@ def this_interpreter_kernel() -> str:
     root = Path(tempfile.mkdtemp(prefix="loraedit_jupyter_"))
     kdir = root / "kernels" / "python3"
     kdir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    # log level ERROR: the kernel's "running over TCP without encryption" notice (local, headless) is noise here
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                     "--IPKernelApp.log_level=ERROR"],
             "display_name": "Python 3 (loraedit_nb)", "language": "python"}
     (kdir / "kernel.json").write_text(json.dumps(spec))
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(root), os.environ.get("JUPYTER_PATH", "")])
@@ -49,14 +51,14 @@ def _cell_label(cell, idx: int, n: int) -> str:
     return f"cell {idx + 1}/{n}" + (f" `{first[:60]}`" if first else "")
 
 
-class _Heartbeat:
-    """Prints ``[name] 60 s, cell 7/31 `rows = run_comparison(...)``` every ``every`` seconds while a notebook runs,
-    so a long cell never looks like a hang."""
+class Heartbeat:
+    """While the ``with`` block runs, prints ``[name] 60 s, <where>`` every ``every`` seconds (0: never), e.g.
+    ``[05_evaluation] 60 s, cell 7/31 `rows = run_comparison(...)```, so a long step never looks like a hang."""
 
     def __init__(self, name: str, every: float):
         import threading
 
-        self.name, self.every, self.t0, self.where = name, every, time.time(), "starting the kernel"
+        self.name, self.every, self.t0, self.where = name, every, time.time(), "running"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -92,7 +94,8 @@ def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *, timeout
     if parameters:
         inject_parameters(nb, parameters)
     out_name = Path(name or path.name)
-    beat = _Heartbeat(out_name.stem, heartbeat)
+    beat = Heartbeat(out_name.stem, heartbeat)
+    beat.where = "starting the kernel"
     current: dict = {}
 
     def on_cell_start(cell, cell_index, **_):

@@ -184,7 +184,7 @@ def on_step(step, loss, backbone):
     plot_handle.update(fig)
     previews[f"step {step}"] = generate(backbone, video, mask, edited_first, prompt=edited_prompt, steps=STEPS,
                                         seed=SEED, progress=False)  # uses the LoRA being trained
-    preview_handle.update(HTML(show_videos({k: up(v) for k, v in previews.items()}, return_html=True)))
+    preview_handle.update(HTML(show_videos({k: up(v) for k, v in previews.items()}, columns=4, return_html=True)))
 
 
 run = train_lora(bb, [sample], config, callback=on_step, callback_every=1)
