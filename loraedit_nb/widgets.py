@@ -13,16 +13,21 @@ headless, so a mask painted by hand can always be re-made in code:
 * :func:`clear` — empty one frame or the whole mask.
 
 Every function returns a **new** array (the input is never modified), which is what makes the widget's undo a
-simple stack. Tiny toy-world clips (32x32) are drawn scaled up (``scale``); mouse positions are mapped back to
-pixels with :func:`canvas_to_pixel`.
+simple stack. The canvas is at most 512 px on its long side (:func:`default_scale`): tiny toy-world clips (32x32)
+are zoomed by a whole factor, large frames shrunk; mouse positions are mapped back to pixels with
+:func:`canvas_to_pixel`.
 
-On front-ends without custom widgets (GitHub's viewer, plain nbconvert, some IDEs) the canvas does not render:
-build the same mask in code with :mod:`loraedit_nb.masks` (``from_boxes``, ``interpolate_boxes``, ``disc`` +
-``propagate_flow``, ``dilate``) or with the functions of this module.
+On front-ends without custom widgets (GitHub's viewer, nbconvert's Markdown, some IDEs) the painter shows a still
+picture instead (the frame on screen with its mask, as ``image/png``; :func:`for_static_page` makes nbconvert's
+HTML show it too). Build the same mask in code with
+:mod:`loraedit_nb.masks` (``from_boxes``, ``interpolate_boxes``, ``disc`` + ``propagate_flow``, ``dilate``) or
+with the functions of this module.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 from collections.abc import Sequence
 
 import ipywidgets
@@ -128,44 +133,117 @@ def clear(mask: np.ndarray, t: int | None = None) -> np.ndarray:
     return out
 
 
-def canvas_to_pixel(cx: float, cy: float, scale: float, height: int, width: int) -> tuple[float, float]:
-    """Canvas coordinates (the frame drawn ``scale`` times larger) -> pixel coordinates, clamped to the frame."""
-    x = min(max(cx / scale, 0.0), width - 1e-3)
-    y = min(max(cy / scale, 0.0), height - 1e-3)
+def canvas_to_pixel(cx: float, cy: float, scale: float | tuple[float, float], height: int, width: int
+                    ) -> tuple[float, float]:
+    """Canvas coordinates -> pixel coordinates of the video, clamped to the frame.
+
+    ``scale`` is the canvas pixels per video pixel: one number, or ``(sx, sy)`` when the two axes differ (a
+    shrunk canvas is rounded to whole canvas pixels per axis). Pixel ``i`` spans ``[i, i + 1)``.
+    """
+    sx, sy = (scale, scale) if np.isscalar(scale) else scale
+    x = min(max(cx / sx, 0.0), width - 1e-3)
+    y = min(max(cy / sy, 0.0), height - 1e-3)
     return x, y
 
 
-def preview_frame(frame: np.ndarray, frame_mask: np.ndarray, scale: int = 1, *, alpha: float = 0.45
+def canvas_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """The canvas ``(width, height)`` in pixels for a ``height x width`` frame drawn at ``scale``."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def default_scale(height: int, width: int, target: int = 512) -> float:
+    """Canvas pixels per video pixel so that the frame's long side is at most ``target`` pixels.
+
+    Frames up to ``target`` get the largest **whole** zoom that fits (crisp square blocks: 16 for a 32x32 clip,
+    2 for 144x256, 1 for 300x400); larger frames are shrunk to exactly ``target`` on the long side
+    (``target / long``, e.g. 512/832 for 480x832).
+    """
+    long = max(int(height), int(width))
+    return target // long if long <= target else target / long
+
+
+def preview_frame(frame: np.ndarray, frame_mask: np.ndarray, scale: float = 1, *, alpha: float = 0.45
                   ) -> np.ndarray:
-    """One frame with the edit region tinted and outlined (:func:`loraedit_nb.masks.overlay`), upscaled
-    ``scale`` times (nearest), as uint8 ``(H * scale, W * scale, 3)`` ready for a canvas."""
+    """One frame with the edit region tinted and outlined (:func:`loraedit_nb.masks.overlay`), drawn at
+    ``scale`` canvas pixels per video pixel, as uint8 ``(h, w, 3)`` ready for a canvas (``(w, h)`` =
+    :func:`canvas_size`).
+
+    Whole zooms repeat pixels (nearest, crisp); other zooms above 1 resample nearest; a shrink (``scale`` < 1)
+    averages the frame (area) and draws the mask's tint and outline at the canvas' resolution (a canvas pixel is
+    tinted when any video pixel under it is marked), so the outline and single-pixel dabs stay visible."""
+    import cv2
+
     from .viz import upscale
 
-    img = M.overlay(frame[None], frame_mask[None], alpha=alpha)[0]
-    return (np.clip(upscale(img, int(scale)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    s = float(scale)
+    H, W = frame_mask.shape
+    size = canvas_size(H, W, s)
+    if s >= 1:
+        img = M.overlay(frame[None], frame_mask[None], alpha=alpha)[0]
+        img = upscale(img, int(s)) if s.is_integer() else cv2.resize(img, size, interpolation=cv2.INTER_NEAREST)
+    else:
+        small = cv2.resize(np.ascontiguousarray(frame, np.float32), size, interpolation=cv2.INTER_AREA)
+        # a canvas pixel is tinted when any video pixel under it is marked: a 1-px dab never vanishes
+        small_mask = cv2.resize(frame_mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 1e-6
+        img = M.overlay(small[None], small_mask[None], alpha=alpha)[0]
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def default_scale(height: int, width: int, target: int = 512) -> int:
-    """An integer zoom that draws the frame's long side at about ``target`` canvas pixels (at least 1)."""
-    return max(1, int(round(target / max(height, width))))
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 ``(H, W, 3)`` RGB image as PNG bytes."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
 
 
 # ----------------------------------------------------------------------------------------------- the widget
+_CANVAS_CLASS = "loraedit-painter-canvas"
+# A style sheet carried by an (invisible) HTML widget, so it works wherever ipywidgets render (no JavaScript):
+# canvas pixels stay crisp squares when the browser zooms or draws at a device-pixel ratio above 1.
+_STYLE = (f"<style>.{_CANVAS_CLASS} {{ image-rendering: crisp-edges; image-rendering: pixelated; "
+          "cursor: crosshair; }</style>")
+_TOOL_HELP = {
+    "brush": "press and drag to paint the edit region",
+    "eraser": "press and drag to erase",
+    "box": "drag a rectangle to fill it",
+    "box eraser": "drag a rectangle to clear it",
+}
+
+
 class MaskPainter(ipywidgets.VBox):
     """Paint a spatiotemporal edit mask over a video, frame by frame.
 
-    ``MaskPainter(video, mask=None)``: ``video`` float ``(T, H, W, 3)`` in [0, 1]; ``mask`` an optional starting
-    mask (bool ``(T, H, W)``, True = edit). Display it (it is an ``ipywidgets.VBox``), paint, then read
-    :attr:`mask`. Tools: **brush** / **eraser** (round, ``size`` in video pixels), **box** / **box eraser**
-    (drag a rectangle), a frame slider, **propagate** (carry the shown frame's mask through time with optical
+    ``MaskPainter(video, mask=None, name=None)``: ``video`` float ``(T, H, W, 3)`` in [0, 1]; ``mask`` an
+    optional starting mask (bool ``(T, H, W)``, True = edit); ``name`` the variable you keep it in, so the status
+    line can say ``name.mask``. Display it (it is an ``ipywidgets.VBox``), paint, then read :attr:`mask`.
+
+    Tools: **brush** / **eraser** (round, ``size`` = radius in video pixels), **box** / **box eraser** (drag a
+    rectangle), a frame slider, **propagate** (carry the shown frame's mask to every other frame with optical
     flow), **dilate** (grow by 1 px on every frame), **clear frame**, **undo**. The red tint is the edit region.
+    The status line says what the last action changed.
+
+    The canvas has a fixed size: by default the long side is at most 512 screen pixels (:func:`default_scale`;
+    tiny clips are zoomed by a whole factor, large frames shrunk), so the frame and the tools fit on one screen.
+    ``scale`` (canvas pixels per video pixel) overrides it.
+
+    Keyboard: ipycanvas takes the keyboard focus when you press on the canvas (its key handler swallows every key,
+    so notebook shortcuts stop). The painter lets go of it (``blur``) as soon as the pointer leaves the canvas,
+    and when you press Esc on it; the page then has no focused element, so click anywhere in the notebook (a
+    cell, its margin) before using shortcuts such as Esc, B or Shift+Enter. Scroll the whole canvas into view
+    before painting: a press on a canvas that is only partly in view scrolls the page (the browser brings the
+    newly focused canvas into view), so the paint lands where the canvas moved to, not where you aimed.
 
     Each action calls one of this module's plain functions (:func:`paint`, :func:`stroke`, :func:`box`,
-    :func:`propagate`, :func:`dilate`, :func:`clear`), so the same mask can be re-made in code.
+    :func:`propagate`, :func:`dilate`, :func:`clear`), so the same mask can be re-made in code. On a page without
+    live widgets (nbconvert, GitHub) the painter shows a still picture: the frame on screen with its mask (for
+    nbconvert's HTML of a notebook that saved its widget state, see :func:`for_static_page`).
     """
 
-    def __init__(self, video: np.ndarray, mask: np.ndarray | None = None, *, scale: int | None = None,
-                 brush_size: int = 2, max_undo: int = 30):
+    def __init__(self, video: np.ndarray, mask: np.ndarray | None = None, *, scale: float | None = None,
+                 brush_size: int = 2, max_undo: int = 30, name: str | None = None):
         from ipycanvas import MultiCanvas
 
         W = ipywidgets
@@ -173,28 +251,54 @@ class MaskPainter(ipywidgets.VBox):
         video = check_video(video)
         T, H, Wd = video.shape[:3]
         self.video = video
+        self.name = name
         self._mask = M.empty(T, H, Wd) if mask is None else M.check_mask(mask, video).copy()
-        self.scale = int(scale or default_scale(H, Wd))
-        self._undo: list[np.ndarray] = []
-        self._max_undo = int(max_undo)
+        self.scale = default_scale(H, Wd) if scale is None else scale
+        if not float(self.scale) > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.canvas_width, self.canvas_height = canvas_size(H, Wd, self.scale)
+        self._undo: list[tuple[np.ndarray, str]] = []
+        self._max_undo = max(1, int(max_undo))
         self._drag: list[tuple[float, float]] | None = None
         self._box_start: tuple[float, float] | None = None
+        self._message = "ready: " + _TOOL_HELP["brush"]
 
-        self.canvas = MultiCanvas(2, width=Wd * self.scale, height=H * self.scale)
+        cw, ch = self.canvas_width, self.canvas_height
+        # Fixed CSS size = the canvas' own pixel size: the VBox must not stretch it to the cell's width (a stretched
+        # canvas can be taller than the screen, and the focus ipycanvas takes on a press then scrolls the page).
+        self.canvas = MultiCanvas(2, width=cw, height=ch,
+                                  layout=W.Layout(width=f"{cw}px", height=f"{ch}px", min_width=f"{cw}px",
+                                                  min_height=f"{ch}px", flex="0 0 auto"))
+        self.canvas.add_class(_CANVAS_CLASS)
         self._image_layer, self._tool_layer = self.canvas[0], self.canvas[1]
         self.tool = W.ToggleButtons(options=TOOLS, value="brush", description="tool",
-                                    style={"button_width": "80px"})
-        self.size = W.IntSlider(value=int(brush_size), min=0, max=max(1, max(H, Wd) // 4), description="size")
-        self.frame = W.IntSlider(value=0, min=0, max=T - 1, description="frame", continuous_update=True)
-        self.propagate_button = W.Button(description="propagate through time", icon="forward",
-                                         tooltip="carry this frame's mask to all frames with optical flow",
-                                         layout=W.Layout(width="190px"))
-        self.dilate_button = W.Button(description="dilate", icon="expand", tooltip="grow every frame by 1 px")
-        self.clear_button = W.Button(description="clear frame", icon="eraser")
-        self.undo_button = W.Button(description="undo", icon="undo")
-        self.status = W.HTML()
+                                    tooltips=[_TOOL_HELP[k] for k in TOOLS],
+                                    style={"button_width": "96px", "description_width": "40px"},
+                                    # a flex row: ipywidgets 8 would put the "tool" label on a line of its own
+                                    layout=W.Layout(display="flex", flex_flow="row", align_items="center",
+                                                    width="auto", flex="0 0 auto"))
+        self.size = W.IntSlider(value=int(brush_size), min=0, max=max(1, max(H, Wd) // 4), description="size",
+                                tooltip="brush and eraser radius, in video pixels",
+                                style={"description_width": "40px"}, layout=W.Layout(width="260px"))
+        self.frame = W.IntSlider(value=0, min=0, max=T - 1, description="frame", continuous_update=True,
+                                 style={"description_width": "40px"}, layout=W.Layout(width="260px"))
+        def auto():
+            return W.Layout(width="auto")  # as wide as the label: nothing cut off
 
-        self.frame.observe(lambda _: self.redraw(), names="value")
+        self.propagate_button = W.Button(description="propagate", icon="forward", layout=auto(),
+                                         tooltip="propagate through time: carry this frame's mask to every other "
+                                                 "frame with optical flow (forwards and backwards)")
+        self.dilate_button = W.Button(description="dilate", icon="expand", layout=auto(),
+                                      tooltip="grow the mask of every frame by 1 px")
+        self.clear_button = W.Button(description="clear frame", icon="eraser", layout=auto(),
+                                     tooltip="empty this frame's mask")
+        self.undo_button = W.Button(description="undo", icon="undo", layout=auto(), tooltip="undo the last action")
+        self.status = W.HTML(layout=W.Layout(width="auto"))
+        self._style = W.HTML(_STYLE, layout=W.Layout(display="none"))
+
+        self.frame.observe(self._on_frame, names="value")
+        self.tool.observe(self._on_tool, names="value")
+        self.size.observe(self._on_size, names="value")
         self.propagate_button.on_click(lambda _: self.propagate())
         self.dilate_button.on_click(lambda _: self.dilate())
         self.clear_button.on_click(lambda _: self.clear_frame())
@@ -202,15 +306,18 @@ class MaskPainter(ipywidgets.VBox):
         self.canvas.on_mouse_down(self.on_mouse_down)
         self.canvas.on_mouse_move(self.on_mouse_move)
         self.canvas.on_mouse_up(self.on_mouse_up)
-        self.canvas.on_mouse_out(self.on_mouse_up)
+        self.canvas.on_mouse_out(self.on_mouse_out)
+        self.canvas.on_key_down(self.on_key_down)
         self.canvas.on_client_ready(self.redraw)  # draw again once a front-end shows the canvas
 
+        row = W.Layout(flex_flow="row wrap", align_items="center", width="auto")
         controls = W.VBox([
-            W.HBox([self.tool, self.size]),
-            W.HBox([self.frame, self.propagate_button, self.dilate_button, self.clear_button, self.undo_button]),
+            W.HBox([self.tool, self.size], layout=row),
+            W.HBox([self.frame, self.propagate_button, self.dilate_button, self.clear_button, self.undo_button],
+                   layout=row),
             self.status,
         ])
-        super().__init__([controls, self.canvas])
+        super().__init__([self._style, controls, self.canvas], layout=W.Layout(align_items="flex-start"))
         self.redraw()
 
     # ------------------------------------------------------------------ state
@@ -221,45 +328,79 @@ class MaskPainter(ipywidgets.VBox):
 
     @mask.setter
     def mask(self, value: np.ndarray) -> None:
-        self._apply(M.check_mask(value, self.video).copy())
+        self._apply(M.check_mask(value, self.video).copy(), "mask set from code")
 
-    def _apply(self, new: np.ndarray) -> None:
-        self._undo.append(self._mask)
+    def _apply(self, new: np.ndarray, label: str) -> None:
+        """Make ``new`` the mask (one undo step, remembered as ``label``) and say so in the status line."""
+        self._undo.append((self._mask, label))
         del self._undo[: -self._max_undo]
         self._mask = new
+        self._message = label
         self.redraw()
 
+    def _say(self, message: str) -> None:
+        self._message = message
+        self._update_status()
+
     def undo(self) -> None:
-        if self._undo:
-            self._mask = self._undo.pop()
-            self.redraw()
+        """Take back the last action (a whole drag is one action)."""
+        if not self._undo:
+            self._say("nothing to undo")
+            return
+        self._mask, label = self._undo.pop()
+        self._message = f"undid: {label}"
+        self.redraw()
 
     # ------------------------------------------------------------------ actions (each one plain function)
     def propagate(self) -> None:
         t = self.frame.value
         if not self._mask[t].any():
-            self.status.value = f"<b>frame {t} is empty</b>: paint the object there first, then propagate"
+            self._say(f"<b>frame {t} is empty</b>: paint the object there first, then propagate")
             return
-        self._apply(propagate(self.video, self._mask, t))
+        before = self._mask.mean()
+        new = propagate(self.video, self._mask, t)
+        T = len(new)
+        self._apply(new, f"propagated frame {t}'s mask to the {T - 1} other frames "
+                         f"({100 * new.mean():.1f} % marked on average, was {100 * before:.1f} %)")
 
     def dilate(self, r: int = 1) -> None:
-        self._apply(dilate(self._mask, r))
+        before = self._mask.mean()
+        new = dilate(self._mask, r)
+        self._apply(new, f"dilated every frame by {r} px ({100 * before:.1f} % → {100 * new.mean():.1f} % "
+                         "marked on average)")
 
     def clear_frame(self) -> None:
-        self._apply(clear(self._mask, self.frame.value))
+        t = self.frame.value
+        had = self._mask[t].mean()
+        self._apply(clear(self._mask, t), f"cleared frame {t} (it had {100 * had:.1f} % marked)")
 
-    # ------------------------------------------------------------------ mouse
+    # ------------------------------------------------------------------ controls
+    def _on_frame(self, change) -> None:
+        self._message = f"frame {change['new']}"
+        self.redraw()
+
+    def _on_tool(self, change) -> None:
+        self._say(f"tool: {change['new']} — {_TOOL_HELP[change['new']]}")
+
+    def _on_size(self, change) -> None:
+        self._say(f"brush and eraser radius: {change['new']} px")
+
+    # ------------------------------------------------------------------ mouse and keyboard
     def _pixel(self, cx: float, cy: float) -> tuple[float, float]:
         _, H, Wd = self._mask.shape
-        return canvas_to_pixel(cx, cy, self.scale, H, Wd)
+        return canvas_to_pixel(cx, cy, (self.canvas_width / Wd, self.canvas_height / H), H, Wd)
 
     def on_mouse_down(self, cx: float, cy: float) -> None:
         p = self._pixel(cx, cy)
+        t = self.frame.value
         if self.tool.value in ("brush", "eraser"):
             self._drag = [p]
-            self._apply(paint(self._mask, self.frame.value, *p, self.size.value, self.tool.value == "brush"))
+            verb = "painted" if self.tool.value == "brush" else "erased"
+            self._apply(paint(self._mask, t, *p, self.size.value, self.tool.value == "brush"),
+                        f"{verb} on frame {t} at ({int(p[0])}, {int(p[1])})")
         else:
             self._box_start = p
+            self._say(f"box from ({int(p[0])}, {int(p[1])}) on frame {t}: drag, then release")
 
     def on_mouse_move(self, cx: float, cy: float) -> None:
         p = self._pixel(cx, cy)
@@ -273,33 +414,108 @@ class MaskPainter(ipywidgets.VBox):
             self._draw_box_outline(self._box_start, p)
 
     def on_mouse_up(self, cx: float, cy: float) -> None:
+        t = self.frame.value
         if self._box_start is not None:
             p = self._pixel(cx, cy)
-            self._apply(box(self._mask, self.frame.value, *self._box_start, *p, self.tool.value == "box"))
+            (xa, xb), (ya, yb) = (sorted((int(self._box_start[0]), int(p[0]))),
+                                  sorted((int(self._box_start[1]), int(p[1]))))
+            verb = "filled" if self.tool.value == "box" else "cleared"
             self._box_start = None
             self._tool_layer.clear()
+            self._apply(box(self._mask, t, xa, ya, xb, yb, self.tool.value == "box"),
+                        f"{verb} the box x {xa}–{xb}, y {ya}–{yb} on frame {t}")
+        elif self._drag is not None and self._undo:
+            before, _ = self._undo[-1]
+            n = int((before[t] != self._mask[t]).sum())
+            verb = "painted" if self.tool.value == "brush" else "erased"
+            label = f"{verb} {n} px on frame {t} (one stroke)"
+            self._undo[-1] = (before, label)
+            self._say(label)
         self._drag = None
+
+    def on_mouse_out(self, cx: float, cy: float) -> None:
+        """The pointer left the canvas: finish the drag there, and give the keyboard back to the page."""
+        self.on_mouse_up(cx, cy)
+        self.canvas.blur()
+
+    def on_key_down(self, key: str, *_modifiers) -> None:
+        if key == "Escape":
+            self.canvas.blur()
 
     # ------------------------------------------------------------------ drawing
     def _draw_box_outline(self, a: tuple[float, float], b: tuple[float, float]) -> None:
-        s = self.scale
+        _, H, Wd = self._mask.shape
+        sx, sy = self.canvas_width / Wd, self.canvas_height / H
         x0, x1 = sorted((int(a[0]), int(b[0])))
         y0, y1 = sorted((int(a[1]), int(b[1])))
         layer = self._tool_layer
         layer.clear()
         layer.stroke_style = "#ffff00"
         layer.line_width = 2
-        layer.stroke_rect(x0 * s, y0 * s, (x1 - x0 + 1) * s, (y1 - y0 + 1) * s)
+        layer.stroke_rect(x0 * sx, y0 * sy, (x1 - x0 + 1) * sx, (y1 - y0 + 1) * sy)
+
+    def preview(self) -> np.ndarray:
+        """What the canvas shows: the current frame with its mask, uint8 ``(canvas_height, canvas_width, 3)``."""
+        t = self.frame.value
+        return preview_frame(self.video[t], self._mask[t], self.scale)
 
     def redraw(self) -> None:
+        self._image_layer.put_image_data(self.preview(), 0, 0)
+        self._update_status()
+
+    def _read_hint(self) -> str:
+        return (f"read it as <code>{html.escape(self.name)}.mask</code>" if self.name
+                else "read it with <code>.mask</code>")
+
+    def _update_status(self) -> None:
         t = self.frame.value
-        self._image_layer.put_image_data(preview_frame(self.video[t], self._mask[t], self.scale), 0, 0)
         T = len(self._mask)
         painted = int(self._mask.reshape(T, -1).any(1).sum())
-        self.status.value = (f"frame {t}: {100 * self._mask[t].mean():.1f} % marked for editing; "
-                             f"{painted}/{T} frames have a mask. <i>Red = edit (True); read it as "
-                             "<code>painter.mask</code>.</i>")
+        self.status.value = (
+            '<div style="line-height: 1.5">'
+            f"<b>{self._message}</b><br>"
+            f"frame {t}: {100 * self._mask[t].mean():.1f} % marked for editing · {painted}/{T} frames have a mask "
+            f"({100 * self._mask.mean():.1f} % on average) · tool {self.tool.value}, size {self.size.value}<br>"
+            f"<small><i>Red = edit (True); {self._read_hint()}. Keys go to the canvas only while the pointer is on "
+            "it: then click the notebook to use its shortcuts again.</i></small></div>")
+
+    # ------------------------------------------------------------------ static pages
+    def _repr_mimebundle_(self, **kwargs):
+        """The live widget, plus a still picture (``image/png``) and a line of text for front-ends that cannot
+        show widgets (nbconvert's HTML without a saved widget state, its Markdown, GitHub's viewer)."""
+        data = super()._repr_mimebundle_(**kwargs) or {}
+        T, H, Wd = self._mask.shape
+        t = self.frame.value
+        data["image/png"] = base64.b64encode(png_bytes(self.preview())).decode("ascii")
+        data["text/plain"] = (f"MaskPainter ({T} frames, {H}x{Wd}): an interactive widget; this still picture is "
+                              f"frame {t} with its mask (red = edit, {100 * self._mask[t].mean():.1f} % marked). "
+                              "Run the notebook in Jupyter to paint.")
+        return data
 
 
-__all__ = ["MaskPainter", "paint", "stroke", "box", "propagate", "dilate", "clear", "canvas_to_pixel",
-           "preview_frame", "default_scale", "TOOLS"]
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def for_static_page(nb):
+    """A copy of an executed notebook (an ``nbformat`` node or a dict) for a static page: an output that carries both
+    a live widget view and a still picture (``image/png``, as :class:`MaskPainter` does) keeps only the picture
+    (and its text).
+
+    Why: nbconvert's HTML shows a widget view whenever the notebook saved its widget state (nbclient saves it by
+    default), and a saved state cannot redraw a canvas, so the painter would come out as an empty box (or nothing,
+    offline). Other widgets (progress bars) are left alone. Use:
+    ``HTMLExporter().from_notebook_node(for_static_page(nb))``.
+    """
+    import copy
+
+    nb = copy.deepcopy(nb)
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_VIEW in data and "image/png" in data:
+                del data[WIDGET_VIEW]
+    return nb
+
+
+__all__ = ["MaskPainter", "for_static_page", "paint", "stroke", "box", "propagate", "dilate", "clear",
+           "canvas_to_pixel", "canvas_size", "preview_frame", "png_bytes", "default_scale", "TOOLS", "WIDGET_VIEW"]
