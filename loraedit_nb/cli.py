@@ -3,8 +3,15 @@
     python -m loraedit_nb train --video clip.mp4 --mask mask.npz --prompt "..." --out runs/NAME [--backbone ...]
     python -m loraedit_nb edit --run runs/NAME --edited-frame first.png [--edited-frames DIR] --out edited.mp4
 
-A run folder holds the prepared clip (``source.mp4``), its mask (``mask.npz``), ``run.json`` (backbone, sizes,
-prompt), training checkpoints (re-running ``train`` resumes) and the final LoRA (``lora/``, diffusers format).
+``train`` writes into the run folder: ``source.npz`` (the prepared clip exactly as trained on, float32, and its
+fps: what ``edit`` reads), ``source.mp4`` (the same clip as H.264, to watch), ``mask.npz`` (the prepared mask),
+``run.json`` (backbone, sizes, prompt, sampled frame indices), training checkpoints (re-running ``train`` resumes)
+and the final LoRA (``lora/``, diffusers format). ``edit --out DIR/CLIP.mp4`` writes ``CLIP.mp4`` (the edit),
+``CLIP_comparison.mp4`` (source | mask | edit) and ``CLIP.json`` (seed and settings) into DIR; by default
+``edited.mp4``, ``edited_comparison.mp4`` and ``edited.json`` in the run folder.
+
+User errors are printed as one line naming the fix in flags (``python -m loraedit_nb``; set
+``LORAEDIT_TRACEBACK=1`` for the traceback), input warnings as one ``warning:`` line.
 """
 
 from __future__ import annotations
@@ -12,34 +19,104 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
+import warnings
+from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from . import masks as M
-from .video import IMAGE_EXTS, check_frame_count, read_image, read_video, resize_and_crop, sample_indices
+from .video import (
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    InputError,
+    InputWarning,
+    check_frame_count,
+    check_image,
+    check_size,
+    read_image,
+    read_video,
+    resize_and_crop,
+    sample_indices,
+)
+
+
+@contextmanager
+def in_flags():
+    """Within a shell command, errors and warnings that name a fix name it as this CLI's flags (:class:`InputError`
+    / :class:`InputWarning` carry both wordings), and input warnings print as one ``warning:`` line."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(message, InputWarning):
+            print(f"warning: {message.for_cli()}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
+    try:
+        yield
+    except InputError as e:
+        raise InputError(e.problem, e.args[2] or e.args[1]) from e
+    finally:
+        warnings.showwarning = shown
+
+
+def _mask_fix(mask_shape: tuple, video_shape: tuple, frames: int, height: int, width: int) -> tuple[str, str]:
+    """(Python fix, CLI fix) for a mask that fits neither the video nor the prepared clip."""
+    n, mh, mw = mask_shape
+    T0, H0, W0 = video_shape
+    sizes = []
+    if n != frames:
+        sizes.append(("frames", n))
+    if (mh, mw) != (H0, W0) and (mh, mw) != (height, width):
+        sizes += [("height", mh), ("width", mw)]
+    try:  # only sizes that a prepared clip can have
+        check_frame_count(n)
+        check_size(mh, mw)
+        usable = n <= T0
+    except ValueError:
+        usable = False
+    other = f"otherwise make the mask with one frame per video frame ({T0} frames of {H0}x{W0})"
+    if not usable or not sizes:
+        return (f"Make the mask with one frame per video frame ({T0} frames of {H0}x{W0}), or at the prepared clip's "
+                f"{frames} x {height} x {width}.", f"Make the mask with one frame per video frame ({T0} frames of "
+                f"{H0}x{W0}), or at the prepared clip's {frames} x {height} x {width} (--frames/--height/--width).")
+    py = ", ".join(f"{k}={v}" for k, v in sizes)
+    cli = " ".join(f"--{k} {v}" for k, v in sizes)
+    return (f"If it was made for a clip prepared at {n} x {mh} x {mw}, prepare at that size ({py}); {other}.",
+            f"If it was made for a clip prepared at {n} x {mh} x {mw}, add {cli}; {other}.")
 
 
 def prepare_clip(video_path: str, mask_path: str, frames: int, height: int, width: int
                  ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """Read a video and its mask, sample ``frames`` (4k+1) uniformly and resize-to-cover + crop both the same way.
-    The mask may be at the video's full frame count or already at ``frames``. Returns (video, mask, fps, indices)."""
+
+    The mask (True/white = edit) may be at the video's frame count and size, already sampled to ``frames`` at the
+    video's size, or at the prepared size ``(frames, height, width)``. Returns (video float32 ``(frames, height,
+    width, 3)`` in [0, 1], mask bool ``(frames, height, width)``, fps of the sampled clip, sampled indices)."""
     check_frame_count(frames)
+    check_size(height, width)
     video, fps = read_video(video_path)
     mask = M.load(mask_path)
-    if mask.shape[1:] != video.shape[1:3] and mask.shape[0] not in (len(video), frames):
-        raise ValueError(f"mask {mask.shape} fits neither the video ({video.shape[:3]}) nor {frames} frames")
-    idx = sample_indices(len(video), frames)
+    T0, H0, W0 = video.shape[:3]
+    idx = sample_indices(T0, frames)
     clip = resize_and_crop(video[idx], height, width)
-    if len(mask) not in (len(video), frames):
-        raise ValueError(f"mask has {len(mask)} frames; give one per video frame ({len(video)}) or per sampled "
-                         f"frame ({frames})")
-    m = M.prepare_mask(mask[idx] if len(mask) == len(video) and len(mask) != frames else mask, frames, height, width)
-    return clip, m, fps * frames / len(video), idx
+    fits = {(T0, H0, W0), (frames, H0, W0), (frames, height, width)}
+    if tuple(mask.shape) not in fits:
+        py, cli = _mask_fix(tuple(mask.shape), (T0, H0, W0), frames, height, width)
+        raise InputError(f"the mask is {mask.shape[0]} frames of {mask.shape[1]}x{mask.shape[2]} (HxW) but the video "
+                         f"is {T0} frames of {H0}x{W0} and the prepared clip {frames} frames of {height}x{width}.",
+                         py, cli=cli)
+    m = M.prepare_mask(mask[idx] if len(mask) == T0 and len(mask) != frames else mask, frames, height, width)
+    return clip, m, fps * frames / T0, idx
 
 
 def read_edited_frames(folder: str | Path, frames: int) -> dict[int, np.ndarray]:
-    """Edited frames from a folder, each named by its index in the *prepared* clip (``16.png``, ``00016.png``)."""
+    """Edited frames from a folder, each named by its index in the *prepared* clip (``16.png``, ``00016.png``):
+    ``{i: (H, W, 3)}``, or ``(H, W, 4)`` RGBA for images with transparency (composited over the source frame i by
+    :func:`fit_edited_frames` / ``edit_video``: transparent = unchanged)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"edited-frames folder not found: {folder}")
@@ -53,9 +130,26 @@ def read_edited_frames(folder: str | Path, frames: int) -> dict[int, np.ndarray]
         i = int(m.group(1))
         if i >= frames:
             raise ValueError(f"{p.name}: frame index {i} is out of range for the {frames}-frame clip (0..{frames - 1})")
-        out[i] = read_image(p)
+        out[i] = read_image(p, alpha=True)
     if not out:
         raise ValueError(f"no image files in {folder}")
+    return out
+
+
+def fit_edited_frames(edited: Mapping[int, np.ndarray], video: np.ndarray, resize: bool) -> dict[int, np.ndarray]:
+    """Edited frames for training on the prepared ``video``: resized/cropped like it with ``resize``, RGBA
+    composited over the source frame at the same index -> ``{i: (H, W, 3)}`` float32."""
+    H, W = video.shape[1:3]
+    out = {}
+    for i, f in edited.items():
+        if f.shape[:2] != (H, W):
+            if not resize:
+                raise InputError(f"edited frame {i} is {f.shape[1]}x{f.shape[0]} but the prepared clip is {W}x{H} "
+                                 "(WxH).", f"Pass resize_and_crop(frame, {H}, {W}) (the clip's transform).",
+                                 cli=f"Add --resize-edits to resize/crop it with the clip's transform, or save it "
+                                     f"at {W}x{H}.")
+            f = resize_and_crop(f, H, W)
+        out[i] = check_image(f, f"edited frame {i}", background=video[i])
     return out
 
 
@@ -99,25 +193,45 @@ def train_overrides(a: argparse.Namespace) -> dict:
     return over
 
 
+def _must_exist(**paths: str | None) -> None:
+    """Fail on a mistyped path before the (possibly minutes-long) backbone load."""
+    for flag, p in paths.items():
+        if p is not None and not Path(p).exists():
+            raise FileNotFoundError(f"--{flag.replace('_', '-')} {p}: no such file or folder")
+
+
 def cmd_train(a: argparse.Namespace) -> None:
+    with in_flags():
+        _train(a)
+
+
+def _train(a: argparse.Namespace) -> None:
     from . import models, training
     from .regimes import appearance_samples, motion_sample
     from .video import write_video
 
+    _must_exist(video=a.video, mask=a.mask, edited_frames=a.edited_frames)
     dtype, device, preset = resolve_runtime(a, a.backbone)
     bb = models.load_backbone(a.backbone, dtype=dtype, device=device)
     d = bb.defaults
     frames, height, width = a.frames or d["num_frames"], a.height or d["height"], a.width or d["width"]
+    check_frame_count(frames)
+    check_size(height, width)
+    bb.check_clip_size(frames, height, width)  # before hours of steps at a size the backbone cannot handle
     run = Path(a.out)
-    run.mkdir(parents=True, exist_ok=True)
     video, mask, fps, idx = prepare_clip(a.video, a.mask, frames, height, width)
-    write_video(run / "source.mp4", video, fps)  # to watch; edit reads the exact clip below
-    np.savez_compressed(run / "source.npz", video=video.astype(np.float16), fps=np.float32(fps))
-    M.save_npz(run / "mask.npz", mask)
-    samples = [motion_sample(video, mask, a.prompt)]
+    M.warn_if_degenerate(mask, context="training")
+    with warnings.catch_warnings():  # warn_if_degenerate said it above, in this CLI's words
+        warnings.filterwarnings("ignore", message="the mask covers every frame after the first")
+        samples = [motion_sample(video, mask, a.prompt)]
+    edited = {}
     if a.edited_frames:
-        edited = read_edited_frames(a.edited_frames, frames)
+        edited = fit_edited_frames(read_edited_frames(a.edited_frames, frames), video, a.resize_edits)
         samples += appearance_samples(video, mask, edited, a.appearance_prompt or a.prompt)
+    run.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
+    write_video(run / "source.mp4", video, fps)  # to watch (H.264, lossy)
+    np.savez_compressed(run / "source.npz", video=video, fps=np.float32(fps))  # exact float32: what edit reads
+    M.save_npz(run / "mask.npz", mask)
     over = train_overrides(a)
     if preset is not None:
         over["memory_preset"] = preset
@@ -125,21 +239,28 @@ def cmd_train(a: argparse.Namespace) -> None:
     (run / "run.json").write_text(json.dumps({
         "backbone": a.backbone, "video": str(a.video), "mask": str(a.mask), "prompt": a.prompt, "frames": frames,
         "height": height, "width": width, "fps": fps, "source_indices": idx.tolist(),
-        "memory_preset": cfg.memory_preset,
-        "edited_frames": sorted(read_edited_frames(a.edited_frames, frames)) if a.edited_frames else []}, indent=1))
+        "memory_preset": cfg.memory_preset, "edited_frames": sorted(edited)}, indent=1))
     result = training.train_lora(bb, samples, cfg, output_dir=run)
     print(f"{training.summarize(result)}; LoRA saved to {run / 'lora'}")
 
 
 def read_run_clip(run: Path) -> tuple[np.ndarray, float]:
-    """The prepared clip exactly as training saw it (``source.npz``); older runs only have the H.264 ``source.mp4``."""
+    """The prepared clip exactly as training saw it (``source.npz``, float32); runs written before it existed only
+    have the H.264 ``source.mp4`` (lossy: a note says so)."""
     if (run / "source.npz").exists():
         with np.load(run / "source.npz") as z:
             return z["video"].astype(np.float32), float(z["fps"])
+    print(f"note: {run} has no source.npz (an older run): editing the H.264 source.mp4, which differs slightly "
+          "from the clip trained on; re-run train to write it", file=sys.stderr)
     return read_video(run / "source.mp4")
 
 
 def cmd_edit(a: argparse.Namespace) -> None:
+    with in_flags():
+        _edit(a)
+
+
+def _edit(a: argparse.Namespace) -> None:
     from .inference import edit_video, save_edit
     from .models import load_backbone
 
@@ -147,13 +268,16 @@ def cmd_edit(a: argparse.Namespace) -> None:
     if not (run / "run.json").exists():
         raise FileNotFoundError(f"{run} is not a run folder (no run.json): train first with "
                                 f"`python -m loraedit_nb train ... --out {run}`")
+    if a.out is not None and Path(a.out).suffix.lower() in set(VIDEO_EXTS + IMAGE_EXTS) - {".mp4"}:
+        raise InputError(f"--out {a.out}: the edit is written as H.264.", "Give an .mp4 path or a folder.")
+    _must_exist(edited_frame=a.edited_frame, edited_frames=a.edited_frames)
     info = json.loads((run / "run.json").read_text())
     backbone = a.backbone or info["backbone"]
     dtype, device, preset = resolve_runtime(a, backbone)
     bb = load_backbone(backbone, dtype=dtype, device=device)
     video, fps = read_run_clip(run)
     mask = M.load(run / "mask.npz")
-    first = read_image(a.edited_frame)
+    first = read_image(a.edited_frame, alpha=True)  # RGBA: edit_video composites it over the source frame 0
     edited = read_edited_frames(a.edited_frames, len(video)) if a.edited_frames else None
     lora = None if a.no_lora else run / "lora"
     res = edit_video(bb, lora, video, mask, first, edited_frames=edited, place_edited_frames=a.place_edited_frames,
@@ -213,7 +337,9 @@ def add_parsers(sub) -> None:
     t.add_argument("--frames", type=int, help="4k+1 frames to sample (default: the backbone's)")
     t.add_argument("--height", type=int)
     t.add_argument("--width", type=int)
-    t.add_argument("--edited-frames", help="folder of edited frames named by index (appearance regime)")
+    t.add_argument("--edited-frames", help="folder of edited frames named by index (appearance regime); "
+                   "transparent pixels show the source frame")
+    t.add_argument("--resize-edits", action="store_true", help="resize/crop edited frames to the clip's size")
     t.add_argument("--appearance-prompt", help="caption of the edited video (default: --prompt)")
     t.add_argument("--steps", type=int)
     t.add_argument("--rank", type=int)
@@ -233,11 +359,13 @@ def add_parsers(sub) -> None:
 
     e = sub.add_parser("edit", help="edit a trained run's video from an edited first frame")
     e.add_argument("--run", required=True)
-    e.add_argument("--edited-frame", required=True, help="the edited first frame (PNG/JPG, the clip's size)")
+    e.add_argument("--edited-frame", required=True,
+                   help="the edited first frame (PNG/JPG, the clip's size; transparent pixels show the source)")
     e.add_argument("--edited-frames", help="folder of edited later frames named by index")
     e.add_argument("--place-edited-frames", action="store_true", help="also put them into the condition")
     e.add_argument("--prompt", help="caption of the edited video (default: the run's prompt)")
-    e.add_argument("--out", help="output .mp4 (default runs/NAME/edited.mp4)")
+    e.add_argument("--out", help="output .mp4 or folder (default: RUN/edited.mp4); CLIP_comparison.mp4 and "
+                   "CLIP.json are written beside CLIP.mp4")
     e.add_argument("--steps", type=int)
     e.add_argument("--guidance", type=float)
     e.add_argument("--flow-shift", type=float)

@@ -61,12 +61,17 @@ class Clip:
 def load_clip(clip: str = "toy", *, frames: int, height: int, width: int, scene_seed: int = 11,
               mask_dilate: int = 1, kind: str = "colour_shift") -> Clip:
     """``"toy"``: toy-world scene ``scene_seed`` (linear motion) with a ``kind`` edit, mask = the edit region grown
-    by ``mask_dilate`` px. ``"bunny"``: the shipped real clip and its edited first frame, sampled and cropped to
-    ``frames x height x width``."""
+    by ``mask_dilate`` px (square: ``height`` must equal ``width``). ``"bunny"``: the shipped real clip and its edited
+    first frame, sampled and cropped to ``frames x height x width``."""
     from .video import prepare_video, resize_and_crop
 
     if clip == "toy":
         from .toyworld import make_edit, sample_scene
+        from .video import InputError
+
+        if height != width:  # the toy world renders square clips only: never hand back another size than asked
+            raise InputError(f"the toy clip is square, but height={height} and width={width} were asked for.",
+                             f"Use height=width (e.g. {height}), or clip='bunny' for another aspect.")
 
         e = make_edit(sample_scene(scene_seed, motions=("linear",)), kind, size=height, frames=frames)
         return Clip(e.source.video, masks.dilate(e.mask, mask_dilate), e.video, e.source.caption, e.caption,

@@ -19,6 +19,7 @@ from diffusers import WanImageToVideoPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from .adapters import _pil  # noqa: F401 - re-exported (toyworld.evaluate)
+from .masks import MaskPolarityWarning, PlainI2VMaskWarning  # noqa: F401 - re-exported: callers filter them
 from .memory import StagedPipelineMixin
 
 
@@ -89,9 +90,12 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
     ``video``/``mask``/``first_frame``/``keyframes`` as in :func:`loraedit_nb.conditioning.build_condition`
     (``first_frame`` = the edited first frame at inference). Sampler settings default to ``backbone.defaults``.
     The condition is packed and the pipeline run by the backbone family's adapter (Wan or HunyuanVideo).
+    Clip sizes the backbone cannot run are refused, sizes beyond what it was trained at warned about
+    (:meth:`~loraedit_nb.models.Backbone.check_clip_size`).
     """
     from .conditioning import build_condition
 
+    backbone.check_clip_size(*np.shape(video)[:3])
     d = backbone.defaults
     steps = steps or d.get("steps", 30)
     guidance = d.get("guidance", 5.0) if guidance is None else guidance
@@ -238,19 +242,25 @@ def feathered(mask: np.ndarray, radius: int = 2) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(f, (k, k), radius / 2 + 1e-6) if radius else f for f in m])
 
 
-def _fit_frame(frame: np.ndarray, H: int, W: int, name: str, resize: bool) -> np.ndarray:
-    from .video import check_video, resize_and_crop
+def _fit_frame(frame: np.ndarray, source: np.ndarray, name: str, resize: bool) -> np.ndarray:
+    """An edited frame as float ``(H, W, 3)`` at the size of ``source`` (the source frame at the same index).
+    RGBA is composited over ``source``: in an edited frame a transparent pixel means "unchanged" (an image editor's
+    layer exported with transparency), not black; see :func:`loraedit_nb.video.check_image`."""
+    from .video import InputError, check_image, resize_and_crop
 
     frame = np.asarray(frame)
+    H, W = source.shape[:2]
     if frame.dtype == np.uint8:
         frame = frame.astype(np.float32) / 255
-    if frame.shape[:2] != (H, W):
+    if frame.ndim == 3 and frame.shape[:2] != (H, W):
         if not resize:
-            raise ValueError(f"{name} is {frame.shape[1]}x{frame.shape[0]} but the video is {W}x{H} (WxH). Pass "
-                             "resize_edits=True to resize/crop it with the video's transform, or use "
-                             f"resize_and_crop(frame, {H}, {W}).")
+            raise InputError(f"{name} is {frame.shape[1]}x{frame.shape[0]} but the video is {W}x{H} (WxH).",
+                             "Pass resize_edits=True to resize/crop it with the video's transform, or use "
+                             f"resize_and_crop(frame, {H}, {W}).",
+                             cli=f"Add --resize-edits to resize/crop it with the clip's transform, or save it at "
+                                 f"{W}x{H}.")
         frame = resize_and_crop(frame, H, W)
-    return check_video(frame[None], name)[0]
+    return check_image(frame, name, background=source)
 
 
 def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edited_first_frame: np.ndarray, *,
@@ -264,8 +274,10 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     """Edit ``source_video`` from an edited first frame (+ optional edited later frames) with a trained LoRA.
 
     ``source_video`` float ``(T, H, W, 3)`` in [0, 1]; ``mask`` bool ``(T, H, W)``, True = edit;
-    ``edited_first_frame`` ``(H, W, 3)``. The condition is built exactly as in training with the *edited* first
-    frame in place of the original (and the CLIP embedding, where the backbone has one, of the edited frame).
+    ``edited_first_frame`` ``(H, W, 3)`` (float in [0, 1] or uint8). Edited frames may be RGBA ``(H, W, 4)``: they
+    are composited over the source frame at their index (transparent = unchanged source, never black).
+    The condition is built exactly as in training with the *edited* first frame in place of the original (and the
+    CLIP embedding, where the backbone has one, of the edited frame).
     ``edited_frames`` ``{i: (H, W, 3)}``: with ``place_edited_frames=True`` they are also put into the condition
     at their indices with the mask set to keep there (like Wan's first-last-frame mode; beyond the official code).
     ``composite``: paste the source back outside a ``feather``-px feathered mask after decoding (off by default).
@@ -284,14 +296,14 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     mask = check_mask(mask, source_video)
     warn_if_degenerate(mask, context="editing")
     T, H, W = mask.shape
-    first = _fit_frame(edited_first_frame, H, W, "edited_first_frame", resize_edits)
+    first = _fit_frame(edited_first_frame, source_video[0], "the edited first frame", resize_edits)
     keyframes = None
     if edited_frames:
         fixed = {}
         for i, f in edited_frames.items():
             if not -T <= i < T:
                 raise ValueError(f"edited frame index {i} is out of range for a {T}-frame video (0..{T - 1})")
-            fixed[i % T] = _fit_frame(f, H, W, f"edited frame {i}", resize_edits)
+            fixed[i % T] = _fit_frame(f, source_video[i % T], f"edited frame {i}", resize_edits)
         keyframes = {i: f for i, f in fixed.items() if i != 0} if place_edited_frames else None
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
@@ -335,8 +347,12 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
 
 def save_edit(result: EditResult, out: str | os.PathLike, source_video: np.ndarray, mask: np.ndarray, *,
               fps: float = 8.0, upscale: int = 1) -> dict:
-    """Write ``edited.mp4``, ``comparison.mp4`` (source | mask overlay | edited) and ``edit.json`` into ``out``
-    (a folder; or an ``.mp4`` path whose folder receives the comparison)."""
+    """Write the edit to disk; returns ``{"edited": path, "comparison": path}`` (strings).
+
+    ``out``: an ``.mp4`` path ``DIR/NAME.mp4``, or a folder ``DIR`` (any other path; then NAME = ``edited``).
+    Writes three files into DIR: ``NAME.mp4`` (the edited video, H.264), ``NAME_comparison.mp4`` (source | mask
+    overlay | edited, side by side) and ``NAME.json`` (seed, prompt, seconds and the settings, to reproduce it).
+    ``upscale`` repeats pixels in both videos."""
     import json
     from pathlib import Path
 

@@ -17,26 +17,49 @@ Every operation here takes and returns that boolean convention. Masks can be mad
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .video import InputError, InputWarning, warn_user
+
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in pixels, x1/y1 exclusive
+
+
+class MaskPolarityWarning(InputWarning):
+    """The edit region covers most of every frame: the mask is probably inverted (True must mean *edit*)."""
+
+
+class PlainI2VMaskWarning(InputWarning):
+    """The mask marks everything after frame 0 for generation: editing becomes plain image-to-video. Intended by
+    I2V baselines (:func:`loraedit_nb.conditioning.i2v_edit_mask`), which filter this category."""
+
+
+def _threshold_hint(mask: np.ndarray, vals: np.ndarray) -> str:
+    """The threshold that fits the mask's value range (half of it): ``> 0.5`` on 0..1, ``> 127`` on 0..255."""
+    lo, hi = vals[0].item(), vals[-1].item()
+    if lo < 0:
+        return "mask > 0 if these are signed scores/logits"
+    top = 1 if hi <= 1 else 255 if hi <= 255 else (np.iinfo(mask.dtype).max if mask.dtype.kind in "iu" else hi)
+    return f"mask > {0.5 if top == 1 else top // 2} (half of its 0..{top} range)"
 
 
 def check_mask(mask: np.ndarray, video: np.ndarray | None = None, *, name: str = "mask") -> np.ndarray:
     """Validate a mask and return it as bool ``(T, H, W)``.
 
-    Accepts bool, or a numeric array holding only 0/1 (or 0/255). Anything else (soft masks) raises: threshold it
-    yourself (``mask > 0.5``) so the choice is visible. With ``video`` given, shapes must agree.
+    Accepts bool, or a numeric array holding only 0/1 (or 0/255). Anything else (soft, anti-aliased masks) raises
+    with the threshold that fits its value range (``mask > 0.5`` for 0..1, ``mask > 127`` for 0..255): threshold
+    it yourself so the choice is visible. With ``video`` given, shapes must agree.
     """
     mask = np.asarray(mask)
-    if mask.ndim == 4 and mask.shape[-1] in (1, 3):
-        raise ValueError(f"{name} has shape {mask.shape}; masks are (T, H, W): use mask[..., 0] or mask.any(-1)")
+    if mask.ndim == 4 and mask.shape[-1] in (1, 3, 4):
+        raise InputError(f"{name} has shape {mask.shape}, an image-like (T, H, W, C) array; masks are (T, H, W).",
+                         f"Use {name}[..., 0] (or the alpha channel, {name}[..., 3], for a painted RGBA layer).")
     if mask.ndim != 3:
-        raise ValueError(f"{name} must have shape (T, H, W), got {mask.shape}. For one frame use mask[None].")
+        raise InputError(f"{name} must have shape (T, H, W), got {mask.shape}.",
+                         f"For one frame use {name}[None], or from_first_frame({name}, T) to repeat it."
+                         if mask.ndim == 2 else "")
     if mask.dtype != bool:
         vals = np.unique(mask)
         if np.isin(vals, [0, 1]).all():
@@ -44,28 +67,45 @@ def check_mask(mask: np.ndarray, video: np.ndarray | None = None, *, name: str =
         elif np.isin(vals, [0, 255]).all():
             mask = mask == 255
         else:
-            raise ValueError(
-                f"{name} is not binary (values {vals[:6]}...). Threshold it explicitly, e.g. mask > 0.5; "
-                "True = region to edit."
-            )
+            raise InputError(
+                f"{name} is not binary: {mask.dtype} values {vals[0]:g}..{vals[-1]:g}, {len(vals)} distinct (a soft or "
+                "anti-aliased mask?); masks are bool, 0/1 or 0/255.",
+                f"Threshold it explicitly, e.g. {_threshold_hint(mask, vals)}; True = region to edit.")
     if video is not None:
         if mask.shape != tuple(video.shape[:3]):
-            raise ValueError(
-                f"{name} shape {mask.shape} does not match video (T, H, W) = {tuple(video.shape[:3])}. Make the mask "
-                "from the prepared video, or resize it with resize_mask(mask, H, W) and sample the same frames."
-            )
+            raise InputError(
+                f"{name} shape {mask.shape} does not match video (T, H, W) = {tuple(video.shape[:3])}.",
+                "Make the mask from the prepared video; for a mask of the original clip prepare it the same way, "
+                f"prepare_mask(mask, {', '.join(map(str, video.shape[:3]))}); for the same frames at another "
+                f"resolution, resize_mask(mask, {video.shape[1]}, {video.shape[2]}).")
     return mask
 
 
 def warn_if_degenerate(mask: np.ndarray, *, context: str = "editing") -> None:
-    """Warn (not raise) for legal but unusual masks: nothing to edit, or everything after frame 0 (plain I2V)."""
-    if not mask[1:].any() and not mask[:1].any():
-        warnings.warn(f"the mask is empty: nothing will be generated while {context} (the source is kept).",
-                      stacklevel=2)
+    """Warn (not raise), at most once per call, for legal but unusual masks ``(T, H, W)`` (True = edit): nothing
+    to edit; everything after frame 0 (plain I2V, :class:`PlainI2VMaskWarning`); more than half of every frame
+    (an inverted mask, :class:`MaskPolarityWarning`). Warnings name the caller's line, not this package's."""
+    cover = mask.reshape(len(mask), -1).mean(axis=1)
+    if not mask.any():
+        warn_user(InputWarning(f"the mask is empty: nothing will be generated while {context} (the source is "
+                               "kept).", "Mark the region to edit with True (white)."))
     elif len(mask) > 1 and mask[1:].all():
-        warnings.warn(
+        warn_user(PlainI2VMaskWarning(
             f"the mask covers every frame after the first: {context} becomes plain image-to-video (no background "
-            "is preserved).", stacklevel=2)
+            "is preserved).",
+            "That is right for an I2V baseline (conditioning.i2v_edit_mask): silence it there with "
+            "warnings.simplefilter('ignore', PlainI2VMaskWarning). Otherwise mark only the region to edit "
+            "(True = edit).",
+            cli="Mark only the region to edit in the mask (white = edit)."))
+    elif cover.min() > 0.5:
+        warn_user(MaskPolarityWarning(
+            f"the edit mask covers more than half of every frame ({100 * cover.min():.0f} % to "
+            f"{100 * cover.max():.0f} %) while {context}: True = the region to EDIT (generated), False = kept "
+            "from the source.",
+            "If you marked the part to keep, invert it: mask = ~mask. If you mean to regenerate most of the "
+            "frame, silence this with warnings.simplefilter('ignore', MaskPolarityWarning).",
+            cli="If you marked the part to keep, invert the mask (white = edit): swap black and white in the mask "
+                "images, or save ~mask to the .npz/.npy."))
 
 
 # ----------------------------------------------------------------------------------------------- construction
@@ -231,7 +271,8 @@ def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "
 
 # ----------------------------------------------------------------------------------------------- I/O
 def save_npz(path: str | os.PathLike, mask: np.ndarray) -> Path:
-    """Save compactly (bit-packed) as ``.npz``."""
+    """Write ``mask`` (bool ``(T, H, W)``, True = edit) losslessly to ``path``: a compressed ``.npz`` holding
+    ``bits`` (the mask bit-packed, 1 bit per pixel) and ``shape``; written atomically. Read it with :func:`load`."""
     mask = check_mask(mask)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +283,7 @@ def save_npz(path: str | os.PathLike, mask: np.ndarray) -> Path:
 
 
 def load_npz(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask written by :func:`save_npz` -> bool ``(T, H, W)``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"mask file not found: {path}")
@@ -251,7 +293,8 @@ def load_npz(path: str | os.PathLike) -> np.ndarray:
 
 
 def save_pngs(folder: str | os.PathLike, mask: np.ndarray) -> Path:
-    """One PNG per frame (white = edit), named ``00000.png``... like the official code's ``source_masks/``."""
+    """Write one 8-bit grey PNG per frame into ``folder`` (created): white (255) = edit, black (0) = keep, named
+    ``00000.png``, ``00001.png``... like the official code's ``source_masks/``. Returns the folder."""
     from PIL import Image
 
     folder = Path(folder)
@@ -261,10 +304,21 @@ def save_pngs(folder: str | os.PathLike, mask: np.ndarray) -> Path:
     return folder
 
 
-def load_pngs(folder: str | os.PathLike) -> np.ndarray:
-    """Read a folder of mask frames (any grey/RGB PNG/JPG; > 50 % intensity = edit)."""
+def _read_mask_frame(path: Path) -> np.ndarray:
+    """One mask image -> bool ``(H, W)``: grey level > 127 = edit. With an alpha channel (strokes painted on a
+    transparent layer) the grey level is multiplied by alpha first: transparent = not painted = keep."""
     from PIL import Image
 
+    with Image.open(path) as im:
+        if "A" in im.getbands() or "transparency" in im.info:
+            la = np.asarray(im.convert("RGBA").convert("LA"), np.float32)
+            return la[..., 0] * la[..., 1] / 255 > 127
+        return np.asarray(im.convert("L")) > 127
+
+
+def load_pngs(folder: str | os.PathLike) -> np.ndarray:
+    """Read a folder of mask frames, sorted by name (any grey/RGB/RGBA PNG/JPG; > 50 % intensity = edit;
+    transparent pixels = keep)."""
     from .video import IMAGE_EXTS
 
     folder = Path(folder)
@@ -273,7 +327,11 @@ def load_pngs(folder: str | os.PathLike) -> np.ndarray:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise ValueError(f"no mask frames in {folder}")
-    return np.stack([np.asarray(Image.open(f).convert("L")) > 127 for f in files])
+    frames = [_read_mask_frame(f) for f in files]
+    if len({f.shape for f in frames}) != 1:
+        raise InputError(f"mask frames in {folder} differ in size: {sorted({f.shape for f in frames})}.",
+                         "Give every frame the video's size.")
+    return np.stack(frames)
 
 
 def load(path: str | os.PathLike) -> np.ndarray:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKLWan,
@@ -38,6 +39,7 @@ from diffusers import (
 
 from .conditioning import LatentGeometry
 from .patchify_vae import PatchifyVAE
+from .video import InputError, InputWarning, warn_user
 
 WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 WAN_720P = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
@@ -82,6 +84,10 @@ class XPredWanTransformer3DModel(WanTransformer3DModel):
 
 
 TRANSFORMER_CLASSES = {c.__name__: c for c in (WanTransformer3DModel, XPredWanTransformer3DModel)}
+
+
+class ClipSizeWarning(InputWarning):
+    """A clip larger than the toy backbone was trained on: slow (cost grows with the tokens) and poor output."""
 VAE_CLASSES = {c.__name__: c for c in (AutoencoderKLWan, PatchifyVAE)}
 
 
@@ -146,6 +152,56 @@ class Backbone:
         from .memory import module_device
 
         return module_device(self.transformer)
+
+    @property
+    def trained_size(self) -> tuple[int, int, int] | None:
+        """``(frames, height, width)`` the weights were trained at, where it is that narrow: the toy model was
+        pretrained only at its default size (9 x 32 x 32, :mod:`loraedit_nb.toyworld.pretrain`). None otherwise."""
+        d = self.defaults
+        return (d["num_frames"], d["height"], d["width"]) if self.name == "toy" else None
+
+    def check_clip_size(self, frames: int, height: int, width: int) -> None:
+        """Refuse a clip ``frames x height x width`` the transformer cannot run, warn for one beyond what the
+        weights were trained at. Training and editing entry points call this before any work.
+
+        The hard limit is Wan's rotary position table: ``WanRotaryPosEmbed`` holds ``rope_max_seq_len`` positions
+        per axis (frames, height, width of the latent token grid) and slices ``[:n]`` of it, so a grid longer than
+        that along any axis fails deep in diffusers (``shape '[1, 1, 72, -1]' is invalid``). Tokens per axis are
+        ``(frames - 1) / temporal + 1`` over ``patch_t`` and ``size / spatial / patch``: the toy (x2 VAE, 2x2
+        patches, 64 positions) runs at most 253 frames and 256 x 256 px; Wan (x8, 1024 positions) 16384 px.
+        """
+        cfg = self.transformer.config
+        limit = cfg.get("rope_max_seq_len")  # Wan; HunyuanVideo computes its rotary table per call (no limit)
+        g = self.geometry
+        patch = cfg.get("patch_size") or (1, 2, 2)
+        p_t, p_h, p_w = patch if not isinstance(patch, int) else (cfg.get("patch_size_t") or 1, patch, patch)
+
+        def grid(f: int, h: int, w: int) -> dict[str, int]:  # latent tokens along each axis
+            return {"frames": ((f - 1) // g.temporal + 1) // p_t, "height": h // g.spatial // p_h,
+                    "width": w // g.spatial // p_w}
+
+        tokens = grid(frames, height, width)
+        trained = self.trained_size
+        d = self.defaults
+        f0, h0, w0 = trained or (d.get("num_frames", 9), d.get("height", 32), d.get("width", 32))
+        fix = (f"Fix: prepare the clip at {f0} x {h0} x {w0}: prepare_video(video, {f0}, {h0}, {w0}) and "
+               f"prepare_mask(mask, {f0}, {h0}, {w0}); or use a real backbone ({WAN_480P}).")
+        cli = f"Fix: use --frames {f0} --height {h0} --width {w0}; or --backbone {WAN_480P}."
+        if limit is not None and max(tokens.values()) > limit:
+            axis = max(tokens, key=tokens.get)
+            raise InputError(
+                f"the {self.name} backbone cannot run a {frames} x {height} x {width} clip (frames x H x W): its "
+                f"transformer has rotary positions for at most {limit} latent tokens along each axis "
+                f"(rope_max_seq_len), i.e. at most {(limit * p_t - 1) * g.temporal + 1} frames and "
+                f"{limit * p_h * g.spatial} x {limit * p_w * g.spatial} px, and this clip needs {tokens[axis]} along "
+                f"the {axis}.", fix, cli=cli)
+        if trained is not None and (frames > f0 or height > h0 or width > w0):
+            ratio = np.prod(list(tokens.values())) / max(1, np.prod(list(grid(f0, h0, w0).values())))
+            warn_user(ClipSizeWarning(
+                f"the {self.name} backbone was trained only on {f0}-frame {h0} x {w0} clips; this one is {frames} x "
+                f"{height} x {width} (frames x H x W), {ratio:.0f}x the tokens: every training and denoising step "
+                "costs that much compute or more (attention grows with its square) and the output degrades (grey, "
+                "blocky noise at 17 x 112 x 256).", fix, cli=cli))
 
     def ensure_text_encoder(self) -> None:
         """Re-create the text encoder after :meth:`release_text_encoder` (a new prompt came)."""

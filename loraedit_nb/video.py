@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,15 +44,55 @@ def _mediapy():
     return mediapy
 
 
+# ----------------------------------------------------------------------------------------------- user errors
+class _NamesTheFix:
+    """What is wrong (``problem``) and how to fix it, in Python terms (``str(e)``) and, where the CLI has flags for
+    it, in the CLI's terms (:meth:`for_cli`; the shell commands print that one)."""
+
+    def __init__(self, problem: str, fix: str = "", cli: str | None = None):
+        super().__init__(problem, fix, cli)  # all three in args: survives pickling (worker processes)
+
+    @property
+    def problem(self) -> str:
+        return self.args[0]
+
+    def __str__(self) -> str:
+        return " ".join(a for a in self.args[:2] if a)
+
+    def for_cli(self) -> str:
+        return f"{self.args[0]} {self.args[2]}" if self.args[2] else str(self)
+
+
+class InputError(_NamesTheFix, ValueError):
+    """Bad input (a ValueError) whose message names the fix; :meth:`for_cli` names it as command-line flags."""
+
+
+class InputWarning(_NamesTheFix, UserWarning):
+    """Legal but probably unintended input. Filter all of the package's input warnings with
+    ``warnings.simplefilter("ignore", InputWarning)`` or one kind by its subclass."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_user(warning: Warning) -> None:
+    """``warnings.warn`` attributed to the first caller outside this package: the warning names the user's line
+    (the notebook cell, the script) rather than ours, and repeats from one such line are shown once."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2 = warn_user's caller
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(warning, stacklevel=level)
+
+
 # ----------------------------------------------------------------------------------------------- checks
 def check_frame_count(num_frames: int) -> int:
     """Raise unless ``num_frames`` is ``4k + 1`` (Wan's VAE: frame 0 alone, then groups of 4)."""
     if num_frames < 1 or (num_frames - 1) % 4 != 0:
         lo = max(1, (num_frames - 1) // 4 * 4 + 1)
-        raise ValueError(
+        raise InputError(
             f"frame count {num_frames} is not of the form 4k+1 (Wan's VAE compresses time by 4 after the first "
-            f"frame). Use {lo} or {lo + 4}, e.g. sample_frames(video, {lo + 4 if lo < 5 else lo})."
-        )
+            "frame).", f"Use {lo} or {lo + 4} frames, e.g. sample_frames(video, {lo + 4 if lo < 5 else lo}).",
+            cli=f"Use --frames {lo} or --frames {lo + 4}.")
     return num_frames
 
 
@@ -58,42 +100,125 @@ def check_size(height: int, width: int) -> tuple[int, int]:
     """Raise unless ``height`` and ``width`` are positive multiples of 16 (VAE x8 times 2x2 patches)."""
     if height <= 0 or width <= 0 or height % 16 or width % 16:
         fix_h, fix_w = max(16, height // 16 * 16), max(16, width // 16 * 16)
-        raise ValueError(
-            f"size {height}x{width} (HxW) is not a multiple of 16. Resize/crop to e.g. {fix_h}x{fix_w} with "
-            f"resize_and_crop(video, {fix_h}, {fix_w})."
-        )
+        raise InputError(
+            f"size {height}x{width} (HxW) is not a multiple of 16.",
+            f"Resize/crop to e.g. {fix_h}x{fix_w} with resize_and_crop(video, {fix_h}, {fix_w}).",
+            cli=f"Use e.g. --height {fix_h} --width {fix_w} (the clip is resized to cover that size, then "
+                "centre-cropped).")
     return height, width
+
+
+def _unit_range(x: np.ndarray, name: str) -> np.ndarray:
+    """uint8 -> /255; float must already lie in [0, 1]. Returns float32."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    dtype, x = x.dtype, x.astype(np.float32, copy=False)
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise InputError(f"{name} values must lie in [0, 1], got [{lo:.3f}, {hi:.3f}] ({dtype}).",
+                         "If it is in [-1, 1] use from_model(); if it is 0..255 pass uint8 or divide by 255.")
+    return x
 
 
 def check_video(video: np.ndarray, name: str = "video") -> np.ndarray:
     """Validate the package's convention: float ``(T, H, W, 3)`` in ``[0, 1]``; returns it as float32.
 
-    uint8 input is accepted and scaled by 1/255 (an unambiguous fix).
+    uint8 input is accepted and scaled by 1/255 (an unambiguous fix). An alpha channel ``(T, H, W, 4)`` is refused:
+    what lies behind transparent pixels is the caller's choice (:func:`composite_alpha`).
     """
     video = np.asarray(video)
+    if video.ndim == 3 and video.shape[-1] in (3, 4):
+        raise InputError(f"{name} must be frames (T, H, W, 3), got one image of shape {video.shape}.",
+                         f"For a one-frame video use {name}[None].")
+    if video.ndim == 4 and video.shape[-1] == 4:
+        raise InputError(f"{name} has 4 channels (RGBA, shape {video.shape}); videos are RGB (T, H, W, 3).",
+                         "Choose what shows through transparent pixels: composite_alpha(video, background), "
+                         "e.g. background=1.0 for white.")
     if video.ndim != 4 or video.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape (T, H, W, 3), got {video.shape}. For one image use image[None].")
-    if video.dtype == np.uint8:
-        return video.astype(np.float32) / 255.0
-    video = video.astype(np.float32, copy=False)
-    lo, hi = float(video.min()), float(video.max())
-    if lo < -1e-4 or hi > 1 + 1e-4:
-        raise ValueError(
-            f"{name} values must lie in [0, 1], got [{lo:.3f}, {hi:.3f}]. If it is in [-1, 1] use "
-            "from_model(); if it is 0..255 pass uint8 or divide by 255."
-        )
-    return video
+        raise InputError(f"{name} must have shape (T, H, W, 3) with channels last, got {video.shape}.",
+                         "From a (T, 3, H, W) array use video.transpose(0, 2, 3, 1).")
+    return _unit_range(video, name)
+
+
+def check_image(image: np.ndarray, name: str = "image", *, background: np.ndarray | None = None) -> np.ndarray:
+    """Validate one image: float ``(H, W, 3)`` in ``[0, 1]`` (uint8 is scaled by 1/255); returns float32 RGB.
+
+    RGBA ``(H, W, 4)`` is composited over ``background`` (``(H, W, 3)`` or a scalar grey) with :func:`composite_alpha`.
+    Without ``background`` a fully opaque alpha is dropped (nothing is lost) and any transparency is refused: the
+    package never guesses what lies behind it. :func:`loraedit_nb.inference.edit_video` passes the *source* frame
+    as background, so in an edited frame transparent = unchanged source.
+    """
+    image = np.asarray(image)
+    if image.ndim == 4 and image.shape[0] == 1:
+        raise InputError(f"{name} must be one image (H, W, 3), got a one-frame batch {image.shape}.",
+                         "Pass image[0].")
+    if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[-1] not in (3, 4):
+        raise InputError(f"{name} has shape {image.shape}: channels first.",
+                         "Images are (H, W, 3): pass image.transpose(1, 2, 0).")
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        grey = " For a grey image use np.repeat(image[..., None], 3, -1)." if image.ndim == 2 else ""
+        raise InputError(f"{name} must be an image of shape (H, W, 3), got {image.shape}.{grey}")
+    if image.shape[-1] == 4:
+        if background is None:
+            alpha = _unit_range(image[..., 3], f"{name}'s alpha")
+            if alpha.min() < 1:
+                raise InputError(
+                    f"{name} is RGBA with transparent pixels (alpha < 1 on {100 * float((alpha < 1).mean()):.0f} % "
+                    "of it) and nothing was given to show through them.",
+                    "Pass background= (an (H, W, 3) frame or a grey level) to check_image / composite_alpha; "
+                    "edit_video does it for edited frames, with the source frame behind them.")
+            return _unit_range(image[..., :3], name)
+        return composite_alpha(image, background)
+    return _unit_range(image, name)
+
+
+def composite_alpha(rgba: np.ndarray, background: np.ndarray | float) -> np.ndarray:
+    """Straight-alpha "over": ``rgb * a + background * (1 - a)`` for ``(..., 4)`` RGBA (uint8 or float in [0, 1])
+    over ``background`` (an array broadcastable to ``(..., 3)`` in [0, 1], or a scalar grey) -> float32 ``(..., 3)``.
+    """
+    rgba = np.asarray(rgba)
+    if rgba.shape[-1] != 4:
+        raise InputError(f"composite_alpha takes RGBA (..., 4), got {rgba.shape}.")
+    x = _unit_range(rgba, "RGBA image")
+    bg = np.asarray(background, np.float32)
+    if bg.ndim and bg.shape[-1] == 4:
+        bg = bg[..., :3]
+    try:
+        bg = np.broadcast_to(bg, x.shape[:-1] + (3,))
+    except ValueError:
+        raise InputError(f"the background {bg.shape} does not fit the RGBA image {rgba.shape}.",
+                         "Give a frame of the same height and width (resize/crop it first) or a scalar grey."
+                         ) from None
+    a = x[..., 3:]
+    return (x[..., :3] * a + bg * (1 - a)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one image file as float32 ``(H, W, 3)`` in ``[0, 1]`` (alpha dropped, grey expanded to RGB)."""
+def read_image(path: str | os.PathLike, *, alpha: bool = False) -> np.ndarray:
+    """Read one image file as float32 ``(H, W, 3)`` in ``[0, 1]`` (grey expanded to RGB).
+
+    Transparency is never dropped silently (PIL would show black behind it): an opaque alpha channel is dropped,
+    an image with transparent pixels is refused, unless ``alpha=True``, which returns ``(H, W, 4)`` RGBA (straight
+    alpha) for the caller to composite, e.g. an edited frame passed to ``edit_video`` (transparent = unchanged
+    source).
+    """
     from PIL import Image
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image not found: {path}")
     with Image.open(path) as im:
+        if "A" in im.getbands() or "transparency" in im.info:  # RGBA, LA, or a palette with a transparent index
+            rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+            if alpha and rgba[..., 3].min() < 1:
+                return rgba
+            if rgba[..., 3].min() < 1:
+                raise InputError(
+                    f"{path.name} has transparent pixels (alpha < 1 on {100 * float((rgba[..., 3] < 1).mean()):.0f}"
+                    " % of it); reading it as RGB would turn them black.",
+                    "Flatten it onto a background in your image editor, or read it with read_image(path, "
+                    "alpha=True) and composite it (composite_alpha; edit_video does so with the source frame).")
+            return rgba[..., :3]
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
@@ -126,6 +251,9 @@ def read_video(path: str | os.PathLike, *, max_frames: int | None = None) -> tup
         arr = iio.imread(path, index=None)
         if arr.ndim == 3:
             arr = arr[None]
+        if arr.shape[-1] == 4 and arr[..., 3].min() < 255:
+            raise InputError(f"{path.name} has transparent pixels; reading it as RGB would invent what lies behind.",
+                             "Flatten it onto a background first (e.g. ffmpeg -i in.gif -vf format=rgb24 out.mp4).")
         video = arr[..., :3].astype(np.float32) / 255.0
     elif ext in VIDEO_EXTS:
         video, fps = _read_ffmpeg(path, max_frames)
@@ -173,10 +301,15 @@ def _write_ffmpeg(path: Path, u8: np.ndarray, fps: float) -> None:
 
 
 def write_video(path: str | os.PathLike, video: np.ndarray, fps: float = 8.0, *, upscale: int = 1) -> Path:
-    """Write ``video`` (float ``(T, H, W, 3)`` in [0, 1]) to an mp4 (H.264) or gif, atomically.
+    """Write ``video`` (float ``(T, H, W, 3)`` in [0, 1]) to ``path`` atomically (via a hidden temporary file beside
+    it): ``.gif``, or H.264 (yuv420p, CRF 12: lossy) for ``.mp4``/``.mov``/``.mkv``; odd heights/widths get one
+    edge-replicated row/column (H.264 needs even sizes). For a lossless copy save the array (``np.savez``).
 
     ``upscale`` repeats pixels (nearest) so tiny toy-world clips stay crisp in players. Returns the path.
     """
+    if Path(path).suffix.lower() not in (".gif", ".mp4", ".mov", ".mkv"):
+        raise InputError(f"cannot write video {path}: the extension decides the format.",
+                         "Use .mp4 (H.264), .mov, .mkv or .gif.")
     video = check_video(video)
     if upscale > 1:
         video = video.repeat(upscale, axis=1).repeat(upscale, axis=2)
@@ -199,7 +332,8 @@ def write_video(path: str | os.PathLike, video: np.ndarray, fps: float = 8.0, *,
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write one float ``(H, W, 3)`` image in [0, 1] as PNG/JPG."""
+    """Write one float ``(H, W, 3)`` image in [0, 1] (or ``(H, W, 4)`` RGBA, kept as RGBA) to ``path``, 8 bits per
+    channel, in the format its extension names (PNG lossless, JPG lossy). Creates the folder; returns the path."""
     from PIL import Image
 
     path = Path(path)
@@ -213,10 +347,9 @@ def sample_indices(total: int, num_frames: int) -> np.ndarray:
     """Uniform temporal sampling as in the official code: index ``i * total / num_frames`` (first frame kept)."""
     check_frame_count(num_frames)
     if total < num_frames:
-        raise ValueError(
-            f"the video has {total} frames, fewer than the {num_frames} asked for; ask for "
-            f"{max(1, (total - 1) // 4 * 4 + 1)} frames instead"
-        )
+        fit = max(1, (total - 1) // 4 * 4 + 1)
+        raise InputError(f"the video has {total} frames, fewer than the {num_frames} asked for.",
+                         f"Ask for {fit} frames instead.", cli=f"Use --frames {fit}.")
     return (np.arange(num_frames) * total / num_frames).astype(int)
 
 
