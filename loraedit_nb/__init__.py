@@ -13,3 +13,17 @@ from . import masks, video  # noqa: E402,F401  (light modules; the torch-heavy o
 # bitsandbytes (the optional 8-bit AdamW) warns on import on CPUs with AVX512-BF16 that an optional 4-bit CPU kernel
 # package is missing; this package never runs 4-bit CPU matmuls, so that one logger is quieted (nothing else is)
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+
+
+class _DropTorchvisionFallbackNotice(_logging.Filter):
+    """diffusers' Wan/Hunyuan pipeline modules import ``transformers.CLIPImageProcessor``; without torchvision,
+    transformers (>= 5) then says once per process that it falls back to ``CLIPImageProcessorPil``. That fallback is
+    exactly the processor this package uses on purpose (``models.clip_image_processor_class``), so this one notice
+    is dropped; every other transformers message passes."""
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("requires torchvision" in msg and "falling back to `CLIPImageProcessorPil`" in msg)
+
+
+_logging.getLogger("transformers.utils.import_utils").addFilter(_DropTorchvisionFallbackNotice())

@@ -222,7 +222,7 @@ def _train(a: argparse.Namespace) -> None:
     video, mask, fps, idx = prepare_clip(a.video, a.mask, frames, height, width)
     M.warn_if_degenerate(mask, context="training")
     with warnings.catch_warnings():  # warn_if_degenerate said it above, in this CLI's words
-        warnings.filterwarnings("ignore", message="the mask covers every frame after the first")
+        warnings.simplefilter("ignore", M.InputWarning)
         samples = [motion_sample(video, mask, a.prompt)]
     edited = {}
     if a.edited_frames:

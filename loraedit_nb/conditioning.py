@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .masks import check_mask
 from .memory import module_device
-from .video import check_frame_count, check_size, check_video
+from .video import check_frame_count, check_image, check_size, check_video
 
 GREY = 0.5  # neutral grey in [0, 1] == 0.0 in the model's [-1, 1]: what Wan's zero frames and LoRA-Edit's fill are
 
@@ -73,13 +73,13 @@ def condition_video(video: np.ndarray, edit_mask: np.ndarray, first_frame: np.nd
 
 
 def _check_frame(frame: np.ndarray, video: np.ndarray, name: str) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.ndim != 3 or frame.shape != video.shape[1:]:
+    frame = check_image(frame, name)  # one (H, W, 3) image; RGBA with transparency is refused with the fix
+    if frame.shape != video.shape[1:]:
         raise ValueError(
             f"{name} has shape {frame.shape} but the video's frames are {video.shape[1:]}. Resize/crop it with the "
             f"same transform as the video: resize_and_crop(frame, {video.shape[1]}, {video.shape[2]})."
         )
-    return check_video(frame[None], name)[0]
+    return frame
 
 
 # ----------------------------------------------------------------------------------------------- latent geometry

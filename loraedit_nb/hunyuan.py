@@ -264,7 +264,6 @@ def tiny_random_hunyuan(*, seed: int = 0, words: list[str] | None = None):
     x8 / x4 geometry, Llava text encoder that sees the image, CLIP text encoder) built from config, for tests."""
     from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoTransformer3DModel
     from transformers import (
-        CLIPImageProcessor,
         CLIPTextConfig,
         CLIPTextModel,
         CLIPVisionConfig,
@@ -273,7 +272,7 @@ def tiny_random_hunyuan(*, seed: int = 0, words: list[str] | None = None):
         LlavaForConditionalGeneration,
     )
 
-    from .models import Backbone, _word_tokenizer
+    from .models import Backbone, _word_tokenizer, clip_image_processor_class
 
     torch.manual_seed(seed)
     words = words or ("a the red green blue yellow disc square moves circles left right up down , fast slow "
@@ -292,7 +291,7 @@ def tiny_random_hunyuan(*, seed: int = 0, words: list[str] | None = None):
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer_2), hidden_size=8, intermediate_size=16,
                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
                                         eos_token_id=1, pad_token_id=0, bos_token_id=3))
-    proc = CLIPImageProcessor(size={"shortest_edge": image_size},
+    proc = clip_image_processor_class()(size={"shortest_edge": image_size},
                               crop_size={"height": image_size, "width": image_size})
     vae = AutoencoderKLHunyuanVideo(
         in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
@@ -317,13 +316,15 @@ def load_hunyuan_hub(repo_id: str, dtype, device):  # pragma: no cover - needs t
     from diffusers import HunyuanVideoTransformer3DModel
     from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
 
-    from .models import Backbone, place
+    from .models import Backbone, clip_image_processor_class, place
 
     cfg = HunyuanVideoTransformer3DModel.load_config(repo_id, subfolder="transformer")  # a few KB
     if cfg.get("image_condition_type") != "latent_concat":  # refuse token_replace before the 26 GB download
         HunyuanI2VAdapter.for_transformer(type("T", (), {"config": cfg})())
     transformer = HunyuanVideoTransformer3DModel.from_pretrained(repo_id, subfolder="transformer", torch_dtype=dtype)
-    pipe = HunyuanVideoImageToVideoPipeline.from_pretrained(repo_id, transformer=transformer, torch_dtype=dtype)
+    proc = clip_image_processor_class().from_pretrained(repo_id, subfolder="image_processor")
+    pipe = HunyuanVideoImageToVideoPipeline.from_pretrained(repo_id, transformer=transformer, image_processor=proc,
+                                                            torch_dtype=dtype)
     pipe.vae.to(torch.float32)
     bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder, None,
                   pipe.image_processor, max_sequence_length=256, defaults=dict(HUNYUAN_DEFAULTS),

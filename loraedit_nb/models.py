@@ -373,7 +373,6 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
     ``layers``: transformer blocks (more for block-swapping tests).
     """
     from transformers import (
-        CLIPImageProcessor,
         CLIPVisionConfig,
         CLIPVisionModel,
         UMT5Config,
@@ -405,7 +404,7 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
         enc = CLIPVisionModel(CLIPVisionConfig(
             hidden_size=clip_dim, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, image_size=32, patch_size=8))
-        proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        proc = clip_image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     for m in (transformer, v, text_encoder, enc):
         if m is not None:
@@ -416,7 +415,7 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
 
 
 def _load_folder(path: Path, dtype, device) -> Backbone:
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
+    from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
 
     meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
     missing = [c for c in ("transformer", "vae", "scheduler", "text_encoder", "tokenizer") if not (path / c).is_dir()]
@@ -438,7 +437,7 @@ def _load_folder(path: Path, dtype, device) -> Backbone:
     enc = proc = None
     if (path / "image_encoder").is_dir():  # fp32, as for the Hub model and in diffusers' Wan docs
         enc = CLIPVisionModel.from_pretrained(path / "image_encoder", dtype=torch.float32)
-        proc = CLIPImageProcessor.from_pretrained(path / "image_processor")
+        proc = clip_image_processor_class().from_pretrained(path / "image_processor")
     bb = Backbone(meta.get("name", path.name), transformer, vae, scls.from_pretrained(path / "scheduler"),
                   AutoTokenizer.from_pretrained(path / "tokenizer"), load_text_encoder(), enc, proc,
                   max_sequence_length=int(meta.get("max_sequence_length", 512)),
@@ -447,6 +446,35 @@ def _load_folder(path: Path, dtype, device) -> Backbone:
     for m in (bb.transformer, *bb.encoders):
         m.eval()
     return place(bb, device)
+
+
+def clip_image_processor_class():
+    """CLIP's image processor class, chosen so that loading prints no notice: without torchvision, transformers
+    (>= 5) falls back to its PIL backend and warns at every load; we pick that backend directly (the same class the
+    fallback uses, so the same outputs). With torchvision, or an older transformers, the default class."""
+    import importlib.util
+
+    import transformers
+
+    if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "CLIPImageProcessorPil"):
+        return transformers.CLIPImageProcessorPil
+    return transformers.CLIPImageProcessor
+
+
+class _no_weight_bars:
+    """Hide transformers' "Loading weights" bar while a tiny local model loads (it flashes for 22 tensors)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as tlog
+
+        self._was = tlog.is_progress_bar_enabled()
+        tlog.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as tlog
+
+        if self._was:
+            tlog.enable_progress_bar()
 
 
 def wan_defaults_for(transformer, name: str) -> dict:
@@ -460,7 +488,7 @@ def wan_defaults_for(transformer, name: str) -> dict:
 def _load_hunyuan_folder(path: Path, meta: dict, dtype, device) -> Backbone:
     from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
     from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPTextModel, LlavaForConditionalGeneration
+    from transformers import AutoTokenizer, CLIPTextModel, LlavaForConditionalGeneration
 
     from .hunyuan import HUNYUAN_DEFAULTS
 
@@ -473,7 +501,7 @@ def _load_hunyuan_folder(path: Path, meta: dict, dtype, device) -> Backbone:
                   FlowMatchEulerDiscreteScheduler.from_pretrained(path / "scheduler"),
                   AutoTokenizer.from_pretrained(path / "tokenizer"),
                   LlavaForConditionalGeneration.from_pretrained(path / "text_encoder", dtype=dtype), None,
-                  CLIPImageProcessor.from_pretrained(path / "image_processor"),
+                  clip_image_processor_class().from_pretrained(path / "image_processor"),
                   max_sequence_length=int(meta.get("max_sequence_length", 256)),
                   defaults=meta.get("defaults") or dict(HUNYUAN_DEFAULTS),
                   tokenizer_2=AutoTokenizer.from_pretrained(path / "tokenizer_2"),
@@ -498,7 +526,9 @@ def _load_hub(repo_id: str, dtype, device) -> Backbone:  # pragma: no cover - ne
 
     image_encoder = CLIPVisionModel.from_pretrained(repo_id, subfolder="image_encoder", dtype=torch.float32)
     vae = AutoencoderKLWan.from_pretrained(repo_id, subfolder="vae", torch_dtype=torch.float32)
-    pipe = WanImageToVideoPipeline.from_pretrained(repo_id, vae=vae, image_encoder=image_encoder, torch_dtype=dtype)
+    proc = clip_image_processor_class().from_pretrained(repo_id, subfolder="image_processor")
+    pipe = WanImageToVideoPipeline.from_pretrained(repo_id, vae=vae, image_encoder=image_encoder, image_processor=proc,
+                                                   torch_dtype=dtype)
     defaults = dict(WAN_DEFAULTS)
     if "720P" in repo_id:
         defaults.update(height=720, width=1280)
@@ -538,7 +568,8 @@ def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = 
             raise FileNotFoundError(
                 f"the toy backbone is missing from {TOY_DIR}. It ships with the repository; if you deleted it, "
                 "re-create it with `python -m loraedit_nb.toyworld.pretrain` (CPU hours) or restore data/ from git.")
-        return _load_folder(TOY_DIR, dtype, device)
+        with _no_weight_bars():
+            return _load_folder(TOY_DIR, dtype, device)
     path = Path(name).expanduser()
     if path.exists():
         return _load_folder(path, dtype, device)

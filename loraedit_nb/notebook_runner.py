@@ -122,7 +122,10 @@ def run_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, *, timeout
             try:
                 from nbconvert import HTMLExporter
 
-                (out_dir / out_name.with_suffix(".html")).write_text(HTMLExporter().from_notebook_node(nb)[0])
+                from .widgets import for_static_page  # the painter's still picture instead of an empty widget box
+
+                (out_dir / out_name.with_suffix(".html")).write_text(
+                    HTMLExporter().from_notebook_node(for_static_page(nb))[0])
             except Exception as e:  # an export problem must not hide the notebook's own result
                 warnings.warn(f"HTML export of {path.name} failed: {e}", stacklevel=1)
     return seconds, error

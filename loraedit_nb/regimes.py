@@ -19,15 +19,14 @@ Samples live in pixel space here (float ``(T, H, W, 3)`` in [0, 1]); :mod:`lorae
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from .conditioning import condition_video, i2v_edit_mask, keep_mask
-from .masks import check_mask
-from .video import check_frame_count, check_size, check_video
+from .masks import check_mask, warn_if_degenerate
+from .video import check_frame_count, check_image, check_size, check_video
 
 
 @dataclass
@@ -64,9 +63,7 @@ def motion_sample(video: np.ndarray, mask: np.ndarray, prompt: str) -> Sample:
     if not mask[1:].any():
         raise ValueError("the mask leaves nothing to generate after frame 0, so the motion regime has nothing to "
                          "learn: mark the object to edit (True = edit) on the frames where it appears")
-    if mask[1:].all():
-        warnings.warn("the mask covers every frame after the first: this is plain I2V fine-tuning, the LoRA will "
-                      "not learn to keep a background", stacklevel=2)
+    warn_if_degenerate(mask, context="training")  # plain I2V or an inverted mask: said at the caller's line
     return Sample(condition=condition_video(video, mask), keep=keep_mask(mask), target=video, image=video[0],
                   prompt=prompt, regime="motion", mask_region=mask)
 
@@ -86,11 +83,11 @@ def appearance_samples(video: np.ndarray, mask: np.ndarray, edited_frames: Mappi
     for i, frame in sorted(edited_frames.items()):
         if not -T <= i < T:
             raise ValueError(f"edited frame index {i} is out of range for a {T}-frame video (0..{T - 1})")
-        frame = np.asarray(frame)
+        # RGBA: transparent = the unchanged source frame, as at inference
+        frame = check_image(frame, f"edited frame {i}", background=video[i])
         if frame.shape != (H, W, 3):
             raise ValueError(f"edited frame {i} has shape {frame.shape}, the video's frames are {(H, W, 3)}: resize/"
                              f"crop it with the same transform as the video (resize_and_crop(frame, {H}, {W}))")
-        frame = check_video(frame[None], f"edited frame {i}")[0]
         if not mask[i].any():
             raise ValueError(f"the mask is empty on frame {i}, so its edited frame cannot teach anything: "
                              "mask the edited region on that frame")

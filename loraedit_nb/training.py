@@ -391,6 +391,9 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
         cfg = replace(cfg, targets=backbone.adapter.lora_targets)
     if not samples:
         raise ValueError("no training samples: build some with motion_sample / appearance_samples")
+    sizes = [s.target.shape[:3] for s in samples if hasattr(s, "target")]  # (T, H, W) of raw samples
+    if sizes:  # a size the backbone cannot run fails here, not after hours; beyond its training it warns
+        backbone.check_clip_size(*max(sizes))
     if cfg.fp8_base and not cfg.gradient_checkpointing:
         warnings.warn("fp8_base without gradient checkpointing saves little: autograd keeps the bf16 compute copy "
                       "of every weight until backward. Keep gradient_checkpointing=True.", stacklevel=2)

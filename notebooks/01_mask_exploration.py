@@ -165,14 +165,16 @@ for k, m in candidates.items():
 #
 # ## 3. ...or paint it by hand
 #
-# `loraedit_nb.widgets.MaskPainter` is a small painting widget: brush and eraser with a size, a box tool, a
-# frame slider, **propagate through time** (the same optical flow, from the frame you are on, forwards and
-# backwards) and **dilate**. The red tint is the edit region; `painter.mask` gives the package's boolean array.
-# It needs a front-end with custom widgets (Jupyter, VS Code, Colab after `enable_custom_widget_manager()`); on a
-# static page you will only see a placeholder.
+# `loraedit_nb.widgets.MaskPainter` is a small painting widget: brush and eraser with a size (radius), a box tool,
+# a frame slider, **propagate** (through time: the same optical flow, from the frame you are on, forwards and
+# backwards) and **dilate**. The red tint is the edit region and the status line says what each action changed;
+# `painter.mask` gives the package's boolean array. It needs a front-end with custom widgets (JupyterLab or
+# Notebook 7 via `make lab`, VS Code, Colab after `enable_custom_widget_manager()`); on a static page you see a
+# still picture of the frame and its mask instead. The canvas takes the keyboard while the pointer is on it: to use
+# notebook shortcuts again, move the pointer off it (or press Esc) and click anywhere in the notebook.
 
 # %%
-painter = widgets.MaskPainter(toy, flowed)
+painter = widgets.MaskPainter(toy, flowed, name="painter")
 painter
 
 # %% [markdown]
@@ -182,7 +184,7 @@ painter
 # %%
 m = masks.empty(n, S, S)
 m = widgets.paint(m, 0, x=obj.start[0] * S, y=obj.start[1] * S, r=obj.size * S)  # one brush dab on frame 0
-m = widgets.propagate(toy, m, t=0)  # the "propagate through time" button
+m = widgets.propagate(toy, m, t=0)  # the "propagate" button
 m = widgets.dilate(m, 1)  # the "dilate" button
 painted = painter.mask  # whatever was painted above (the flow mask it started from when nobody painted)
 show_videos({"brush + propagate + dilate": up(masks.overlay(toy, m)), "painter.mask": up(masks.overlay(toy, painted))})

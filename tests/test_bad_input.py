@@ -335,3 +335,17 @@ def test_outputs_and_sizes_that_would_be_silently_wrong_are_refused(tmp_path):
         V.write_video(tmp_path / "x.webm", np.zeros((1, 16, 16, 3), np.float32))
     with pytest.raises(ValueError, match="toy clip is square.*height=width"):
         load_clip("toy", frames=9, height=32, width=64)  # the toy world would hand back 32x32
+
+
+def test_train_lora_refuses_a_clip_past_the_toy_rotary_table_before_any_work():
+    from loraedit_nb.models import load_backbone
+    from loraedit_nb.regimes import motion_sample
+    from loraedit_nb.training import toy_config, train_lora
+    from loraedit_nb.video import InputError
+
+    bb = load_backbone("toy")
+    video = np.zeros((9, 32, 288, 3), np.float32)
+    mask = np.zeros((9, 32, 288), bool)
+    mask[:, 8:16, 8:16] = True
+    with pytest.raises(InputError, match=r"prepare_video\(video, 9, 32, 32\)"):
+        train_lora(bb, [motion_sample(video, mask, "a disc")], toy_config(steps=1))

@@ -33,3 +33,28 @@ def test_ci_runs_exactly_the_readme_test_command():
     cmd = m.group(1).strip()
     ci = (ROOT / ".ci" / "run").read_text()
     assert cmd in ci.splitlines(), f"{cmd!r} not a line of .ci/run"
+
+
+def test_loading_the_toy_backbone_prints_nothing_on_stderr():
+    """The learner's first cell: no torchvision fallback notice, no weight-loading bar (issue 14, finding 3)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", "from loraedit_nb.models import load_backbone; load_backbone('toy')"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip() == "", p.stderr
+
+
+def test_only_the_torchvision_fallback_notice_is_dropped():
+    import logging
+
+    import loraedit_nb
+
+    f = loraedit_nb._DropTorchvisionFallbackNotice()
+    rec = logging.LogRecord("transformers.utils.import_utils", logging.WARNING, "x", 1,
+                            "`CLIPImageProcessor` requires torchvision (not installed); falling back to "
+                            "`CLIPImageProcessorPil` for backward compatibility.", None, None)
+    other = logging.LogRecord("transformers.utils.import_utils", logging.WARNING, "x", 1,
+                              "`SomethingElse` requires torchvision (not installed).", None, None)
+    assert not f.filter(rec) and f.filter(other)
