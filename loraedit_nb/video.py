@@ -412,13 +412,20 @@ def show_video(video: np.ndarray, *, title: str | None = None, fps: float = 8.0,
     return _mediapy().show_video(check_video(video), title=title, fps=fps, height=height, **kw)
 
 
-def show_videos(videos: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, fps: float = 8.0,
+def show_videos(videos: Mapping[str, np.ndarray] | Sequence[np.ndarray], *, fps: float | None = None,
                 height: int | None = 192, columns: int | None = None, **kw):
-    """Play several videos side by side (wraps ``mediapy.show_videos``); accepts ``{title: video}``."""
+    """Play several videos side by side (wraps ``mediapy.show_videos``); accepts ``{title: video}``.
+
+    ``fps`` None: 8 frames per second, or 4 for clips of 9 frames or fewer (the toy world's), which would otherwise
+    loop every second — too fast to see what happens to frame 0 or a colour that changes over time."""
     if isinstance(videos, Mapping):
         videos = {k: check_video(v, k) for k, v in videos.items()}
+        longest = max((len(v) for v in videos.values()), default=0)
     else:
         videos = [check_video(v) for v in videos]
+        longest = max((len(v) for v in videos), default=0)
+    if fps is None:
+        fps = 4.0 if longest <= 9 else 8.0
     return _mediapy().show_videos(videos, fps=fps, height=height, columns=columns, **kw)
 
 

@@ -188,7 +188,7 @@ for c in cases:
     panels = {"source": c.source, "mask (red = edit)": masks.overlay(c.source, c.mask), "ground truth": c.ground_truth}
     panels |= {v: videos[c.name][v] for v in VARIANTS}
     display(Markdown(f"**{c.name}**: *{c.edited_prompt}*"))
-    show_videos({k: up(v, 4) for k, v in panels.items()}, height=128, columns=4, fps=4)
+    show_videos({k: up(v, 4) for k, v in panels.items()}, height=128, columns=4)
 
 # %% [markdown]
 # ## 4. What the numbers say
