@@ -291,7 +291,7 @@ def _edit(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from .comparisons import CORE, VARIANTS, run_comparison, toy_cases
+    from .comparisons import CORE, VARIANTS, run_comparison, summary_table, toy_cases
     from .models import load_backbone
     from .training import toy_config
 
@@ -302,6 +302,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     bb = load_backbone(a.backbone) if a.workers <= 1 else a.backbone
     cfg = toy_config(**({"steps": a.steps} if a.steps else {}))
     rows = run_comparison(bb, toy_cases(a.cases), variants, cfg, out=a.out, seed=a.seed, workers=a.workers)
+    print(summary_table(rows, variants))
     print(f"{len(rows)} edits evaluated; results in {a.out}/results.json, table in {a.out}/results.md")
 
 
