@@ -75,8 +75,9 @@ SEED = 0  # noise seed of every generation
 # still needs a large GPU (~33 GB of bf16 transformer weights, plus text and image encoders). For the training
 # notebooks (02, 03), the official LoRA-Edit code's README reports on one RTX 4090 at 832×480: **49 frames:
 # 31.9 s per training step, 21.5 GB; 5 frames: 7.6 s per step, 11.1 GB; 100 steps on 49 frames ≈ 53 min**.
-# These figures are *quoted from the official code's README, not measured by us*. On the toy backbone every
-# notebook runs in well under two minutes on a laptop CPU.
+# These figures are *quoted from the official code's README, not measured by us*. On the toy backbone this
+# notebook took 12 s on 2 idle CPU cores; the others take 23 s to 2.5 min each (measured; `docs/README.md` lists
+# every notebook's time).
 
 # %%
 from functools import partial
