@@ -56,8 +56,13 @@ def test_bad_training_input_names_the_fix():
         m2 = m.copy()
         m2[3] = False
         R.appearance_samples(v, m2, {3: v[3]}, "x")
-    with pytest.warns(UserWarning, match="plain I2V"):
+    from loraedit_nb.masks import MaskPolarityWarning, PlainI2VMaskWarning
+
+    with pytest.warns(PlainI2VMaskWarning, match="training becomes plain image-to-video"):
         R.motion_sample(v, np.ones_like(m), "x")
+    inverted = ~m  # the object marked as the part to keep: most of every frame "to edit"
+    with pytest.warns(MaskPolarityWarning, match=r"invert it: mask = ~mask"):
+        R.motion_sample(v, inverted, "x")
 
 
 def test_colour_augmentation_keeps_grey_and_moves_the_colour_word():
