@@ -253,5 +253,6 @@ def write_report(rows: list[dict], cases: list[Case], videos: dict, out: Path, v
     for case in cases:
         vids = [case.source, M.overlay(case.source, case.mask, outline=False), case.ground_truth]
         vids += [videos[case.name][v] for v in variants]
-        write_video(out / f"{case.name}.mp4", hstack(*vids), fps=6, upscale=4)
+        labels = ["source", "mask", "ground truth", *variants]
+        write_video(out / f"{case.name}.mp4", hstack(*vids, labels=labels, scale=4), fps=6)
 

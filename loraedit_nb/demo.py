@@ -99,7 +99,8 @@ def _stage_sample(out: Path, backbone: str, ctx: dict, rep: dict, sections: dict
     write_video(d / "mask_overlay.mp4", masks.overlay(s.video, s.mask), fps)
     write_video(d / "condition_training.mp4", cond_train, fps)
     write_video(d / "condition_inference.mp4", cond_infer, fps)
-    write_video(d / "comparison.mp4", hstack(s.video, masks.overlay(s.video, s.mask), cond_infer), fps)
+    write_video(d / "comparison.mp4", hstack(s.video, masks.overlay(s.video, s.mask), cond_infer,
+                                             labels=("source", "mask (red = edit)", "condition (editing)")), fps)
     write_image(d / "edited_first_frame.png", s.edited_first_frame)
     write_image(d / "packed_mask.png", packed_mask_image(packed[:, : bb.geometry.temporal], scale=1))
     keep_frac = float(packed[0, :4].mean())
@@ -138,7 +139,8 @@ def _stage_toyworld(out: Path, seed: int, ctx: dict, rep: dict, sections: dict) 
     write_video(d / "untuned_i2v.mp4", i2v, tfps, upscale=up)
     write_video(d / "untuned_spatial_mask.mp4", spatial, tfps, upscale=up)
     write_video(d / "comparison.mp4", hstack(scene.video, masks.overlay(scene.video, region, outline=False),
-                                            edit.video, i2v, spatial), tfps, upscale=up)
+                                            edit.video, i2v, spatial, scale=up,
+                                            labels=("source", "mask", "true edit", "plain I2V", "spatial mask")), tfps)
     write_image(d / "strip.png", upscale(np.concatenate(
         [frames_strip(v) for v in (scene.video, edit.video, i2v, spatial)], 0), up))
     keep = ~region
@@ -217,7 +219,8 @@ def _stage_lora_edit(out: Path, seed: int, ctx: dict, rep: dict, sections: dict)
     lora_video = res["motion"].pop("video")
     base_video = res["untuned"].pop("video")
     save_edit(EditResult(lora_video, seed, edit.caption), d / "edited.mp4", scene.video, region, fps=tfps, upscale=up)
-    write_video(d / "vs_ground_truth.mp4", hstack(scene.video, edit.video, base_video, lora_video), tfps, upscale=up)
+    write_video(d / "vs_ground_truth.mp4", hstack(scene.video, edit.video, base_video, lora_video, scale=up,
+                                                  labels=("source", "true edit", "un-tuned", "LoRA-Edit")), tfps)
     rep["stages"]["lora_edit"] = res | {"lora": str(reused) if reused else "trained here"}
     m, b = res["motion"], res["untuned"]
     how = (f"the motion LoRA notebook 02 trained on this clip (`{reused}`), reused" if reused else

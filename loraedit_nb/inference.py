@@ -363,7 +363,8 @@ def save_edit(result: EditResult, out: str | os.PathLike, source_video: np.ndarr
     folder, name = (out.parent, out.name) if out.suffix == ".mp4" else (out, "edited.mp4")
     edited = write_video(folder / name, result.video, fps, upscale=upscale)
     comp = write_video(folder / (Path(name).stem + "_comparison.mp4"),
-                       hstack(source_video, overlay(source_video, mask), result.video), fps, upscale=upscale)
+                       hstack(source_video, overlay(source_video, mask), result.video, scale=upscale,
+                              labels=("source", "mask (red = edit)", "edited")), fps)
     meta = {"seed": result.seed, "prompt": result.prompt, "seconds": round(result.seconds, 2), **result.settings}
     (folder / (Path(name).stem + ".json")).write_text(json.dumps(meta, indent=1))
     return {"edited": str(edited), "comparison": str(comp)}

@@ -434,14 +434,45 @@ def show_images(images: Mapping[str, np.ndarray], *, height: int | None = 160, *
     return _mediapy().show_images(dict(images), height=height, **kw)
 
 
-def hstack(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
-    """Concatenate equal-length videos side by side with a white ``gap`` -> one comparison video."""
+def hstack(*videos: np.ndarray, gap: int = 2, labels: Sequence[str] | None = None, scale: int = 1) -> np.ndarray:
+    """Concatenate equal-length videos side by side with a white ``gap`` -> one comparison video.
+
+    ``scale``: repeat pixels (nearest) first, so 32 px toy clips stay legible. ``labels``: one caption per panel,
+    written in a white band above it (the text shrinks, then is cut with "...", to fit its panel), so a multi-panel
+    video says what each panel is. Returns float ``(T, H', W', 3)`` in [0, 1]."""
     if len({v.shape[0] for v in videos}) != 1 or len({v.shape[1] for v in videos}) != 1:
         raise ValueError(f"videos must share T and H to be stacked, got {[v.shape for v in videos]}")
+    if labels is not None and len(labels) != len(videos):
+        raise ValueError(f"give one label per video: {len(labels)} labels for {len(videos)} videos")
+    videos = tuple(check_video(v) for v in videos)
+    if scale > 1:
+        videos = tuple(v.repeat(scale, axis=1).repeat(scale, axis=2) for v in videos)
     T, H = videos[0].shape[:2]
     parts = []
     for i, v in enumerate(videos):
         if i:
             parts.append(np.ones((T, H, gap, 3), np.float32))
-        parts.append(check_video(v))
-    return np.concatenate(parts, axis=2)
+        parts.append(v)
+    out = np.concatenate(parts, axis=2)
+    if labels is None:
+        return out
+    import cv2
+
+    band = np.full((18, out.shape[2], 3), 255, np.uint8)
+    font, x = cv2.FONT_HERSHEY_SIMPLEX, 0
+    for v, text in zip(videos, labels, strict=True):
+        w = v.shape[2]
+
+        def width(t: str, size: float) -> int:
+            return cv2.getTextSize(t, font, size, 1)[0][0]
+
+        size = 0.42
+        while size > 0.3 and width(text, size) > w - 4:
+            size -= 0.02
+        while len(text) > 4 and width(text, size) > w - 4:  # still too long: cut it
+            text = text[:-4].rstrip() + "..."
+        cv2.putText(band, text, (x + max(2, (w - width(text, size)) // 2), 13), font, size, (25, 25, 25), 1,
+                    cv2.LINE_AA)
+        x += w + gap
+    band = band.astype(np.float32) / 255
+    return np.concatenate([np.repeat(band[None], T, 0), out], axis=1)

@@ -92,3 +92,17 @@ def test_hstack_checks_shapes():
     assert V.hstack(a, a, gap=2).shape == (3, 8, 18, 3)
     with pytest.raises(ValueError):
         V.hstack(a, a[:2])
+
+
+def test_hstack_labels_each_panel_above_it():
+    a = np.zeros((2, 32, 32, 3), np.float32)
+    plain = V.hstack(a, a, gap=2, scale=4)
+    labelled = V.hstack(a, a, gap=2, scale=4, labels=("source", "a label far too long for its panel here"))
+    assert plain.shape == (2, 128, 258, 3) and labelled.shape == (2, 146, 258, 3)
+    np.testing.assert_array_equal(labelled[:, 18:], plain)  # the panels themselves are untouched
+    band = labelled[0, :18]
+    for x0 in (0, 130):  # dark text inside each panel's own width, on white
+        assert (band[:, x0 : x0 + 128] < 0.5).any()
+    assert (band[:, 128:130] == 1).all()  # nothing written over the gap: the long label was shortened
+    with pytest.raises(ValueError, match="one label per video"):
+        V.hstack(a, a, labels=("only one",))
