@@ -47,8 +47,12 @@ def inject_parameters(nb, parameters: dict) -> None:
 
 
 def _cell_label(cell, idx: int, n: int) -> str:
-    first = next((ln.strip() for ln in cell.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
-    return f"cell {idx + 1}/{n}" + (f" `{first[:60]}`" if first else "")
+    """``cell 7/31 `rows = run_comparison(...)```: the cell's first top-level statement that does something (not a
+    comment, import, def, class or decorator), else its first code line."""
+    lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    skip = ("def ", "class ", "import ", "from ", "@", "async def ")
+    first = next((ln for ln in lines if not ln[0].isspace() and not ln.startswith(skip)), lines[0] if lines else "")
+    return f"cell {idx + 1}/{n}" + (f" `{first.strip()[:60]}`" if first else "")
 
 
 class Heartbeat:
