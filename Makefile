@@ -27,8 +27,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# --allow-root only where the user is root (containers, rented GPU machines): JupyterLab refuses root otherwise
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --notebook-dir notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --notebook-dir notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 browser-test: $(STAMP)
 	$(BIN)/python scripts/browser_test.py --out outputs/browser_test
