@@ -194,3 +194,9 @@ def evaluate_edit(source: np.ndarray, edited: np.ndarray, mask: np.ndarray, *, g
             out["gt_psnr_region"] = psnr(ground_truth, edited, mask)
             out["gt_ssim_region"] = ssim(ground_truth, edited, mask)
     return out
+
+
+def claims_markdown(claims: dict[str, bool]) -> str:
+    """``{claim: held in this run}`` as Markdown bullets, "✓ holds" or "✗ does **not** hold", so a notebook's
+    reading of its numbers is checked against them instead of asserted."""
+    return "\n".join(f"* {'✓ holds' if ok else '✗ does **not** hold'} in this run — {c}" for c, ok in claims.items())

@@ -59,11 +59,12 @@ def notebook_to_markdown(executed: Path, docs: Path) -> Path:
         outputs = []
         for out in cell.get("outputs", []):
             data = out.get("data", {})
-            if _WIDGET in data:  # a live widget: keep its still picture / text if it has one, else drop it
+            if _WIDGET in data:  # a live widget: keep its still picture if it has one, else what else it carries
                 data.pop(_WIDGET)
-                data.pop("text/plain", None) if "image/png" not in data else None
-                if not data:
-                    continue
+                if "image/png" not in data:
+                    data.pop("text/plain", None)  # "VBox(children=...)" says nothing on a page
+                    if not data:
+                        continue
             html = data.get("text/html")
             if html and "data:video/mp4;base64," in html:
                 def gif(m: re.Match) -> str:

@@ -41,25 +41,18 @@ import os
 import subprocess
 import sys
 
-import torch
-
 if "google.colab" in sys.modules:
     if not os.path.isdir("loraedit_nb/loraedit_nb"):
-        REPO = os.environ.get("LORAEDIT_REPO", "").strip()
-        if not REPO:
+        if not os.environ.get("LORAEDIT_REPO", "").strip():
             raise RuntimeError("On Colab this notebook needs the loraedit_nb repository. Run a cell with\n"
                                "    %env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb\n"
                                "(the repository you opened this notebook from), then run this cell again.")
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "loraedit_nb"], check=True)
+        subprocess.run(["git", "clone", "--depth", "1", os.environ["LORAEDIT_REPO"].strip(), "loraedit_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "./loraedit_nb"], check=True)
     sys.path.insert(0, os.path.abspath("loraedit_nb"))
-    from google.colab import output
+from loraedit_nb.notebook_setup import setup  # noqa: E402
 
-    output.enable_custom_widget_manager()  # ipywidgets/ipycanvas (the mask painter, progress bars) need it
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a busy CPU they cost a lot
-    torch.set_num_threads(int(os.environ.get("LORAEDIT_THREADS", "1")))
-print("device:", torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads")
+DEVICE = setup()  # "cuda" or "cpu"; also CPU threads and Colab's widget manager
 
 # %% tags=["parameters"]
 BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" / "hunyuan-i2v" on a GPU (see the cost note below)
@@ -84,12 +77,13 @@ from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from IPython.display import Markdown, display
 
 from loraedit_nb import exploration, masks, viz, widgets
 from loraedit_nb.conditioning import build_condition, condition_video, keep_mask
 from loraedit_nb.data import load_clip, load_sample
-from loraedit_nb.evaluation import psnr
+from loraedit_nb.evaluation import claims_markdown, psnr
 from loraedit_nb.models import load_backbone
 from loraedit_nb.toyworld import make_edit, sample_scene
 from loraedit_nb.video import show_images, show_videos
@@ -328,8 +322,7 @@ claims = {
 if "first_last" in r:
     claims["(e) the given last frame comes back almost exactly (> 30 dB)"] = psnr(r["first_last"].output[-1],
                                                                                   video[-1]) > 30
-display(Markdown("\n".join(f"* {'✓ holds' if ok else '✗ does **not** hold'} in this run — {c}"
-                           for c, ok in claims.items())))
+display(Markdown(claims_markdown(claims)))
 
 # %% [markdown]
 # This is the gap LoRA-Edit closes: a LoRA fine-tuned on the source clip *with this mask* (notebook 02) teaches

@@ -41,25 +41,18 @@ import os
 import subprocess
 import sys
 
-import torch
-
 if "google.colab" in sys.modules:
     if not os.path.isdir("loraedit_nb/loraedit_nb"):
-        REPO = os.environ.get("LORAEDIT_REPO", "").strip()
-        if not REPO:
+        if not os.environ.get("LORAEDIT_REPO", "").strip():
             raise RuntimeError("On Colab this notebook needs the loraedit_nb repository. Run a cell with\n"
                                "    %env LORAEDIT_REPO=https://github.com/<owner>/loraedit_nb\n"
                                "(the repository you opened this notebook from), then run this cell again.")
-        subprocess.run(["git", "clone", "--depth", "1", REPO, "loraedit_nb"], check=True)
+        subprocess.run(["git", "clone", "--depth", "1", os.environ["LORAEDIT_REPO"].strip(), "loraedit_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "./loraedit_nb"], check=True)
     sys.path.insert(0, os.path.abspath("loraedit_nb"))
-    from google.colab import output
+from loraedit_nb.notebook_setup import setup  # noqa: E402
 
-    output.enable_custom_widget_manager()  # ipywidgets/ipycanvas (the mask painter, progress bars) need it
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu":  # the toy model is too small to gain from threads, and on a busy CPU they cost a lot
-    torch.set_num_threads(int(os.environ.get("LORAEDIT_THREADS", "1")))
-print("device:", torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads")
+DEVICE = setup()  # "cuda" or "cpu"; also CPU threads and Colab's widget manager
 
 # %% tags=["parameters"]
 BACKBONE = "toy"  # the comparison needs exact ground truth, so it runs on toy-world clips
@@ -83,7 +76,7 @@ from IPython.display import Markdown, display
 
 from loraedit_nb import evaluation as E
 from loraedit_nb import masks, viz
-from loraedit_nb.comparisons import run_comparison, summary_table, toy_cases
+from loraedit_nb.comparisons import paper_claims, run_comparison, summary_table, toy_cases, variant_mean
 from loraedit_nb.models import DATA_DIR, load_backbone
 from loraedit_nb.training import toy_config
 from loraedit_nb.video import show_videos
@@ -175,7 +168,7 @@ keys = [("bg_psnr", "background PSNR (dB) ↑"), ("gt_psnr_region", "edit region
         ("gt_psnr_region_late", "late frames, region vs GT (dB) ↑")]
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 for ax, (k, title) in zip(axes, keys):
-    ax.bar(range(len(VARIANTS)), [np.nanmean([r[k] for r in rows if r["variant"] == v]) for v in VARIANTS])
+    ax.bar(range(len(VARIANTS)), [variant_mean(rows, v, k) for v in VARIANTS])
     ax.set_xticks(range(len(VARIANTS)), VARIANTS, rotation=30, ha="right", fontsize=8)
     ax.set_title(title, fontsize=9)
 plt.tight_layout()
@@ -199,34 +192,8 @@ for c in cases:
 # only with the appearance regime. The cell below reads both off this run.
 
 # %%
-def mean(variant, key, kind=None):
-    v = [r[key] for r in rows if r["variant"] == variant and (kind is None or r["kind"] == kind)]
-    return float(np.nanmean(v)) if v else float("nan")
-
-
-bg = {v: mean(v, "bg_psnr") for v in VARIANTS}
-late = {v: mean(v, "gt_psnr_region_late", "colour_shift") for v in VARIANTS}
-NOISE = 0.5  # dB: one seed and two tiny clips; smaller differences say nothing
-kept = bg["motion"] > max(bg["untuned"], bg["naive_lora"]) + NOISE
-follows = late["motion+appearance"] > late["motion"] + NOISE
-placed = late["motion+appearance_placed"] > late["motion"] + NOISE
-lines = [
-    f"* **Background** (PSNR outside the mask): LoRA-Edit (motion) **{bg['motion']:.1f} dB**, un-tuned "
-    f"{bg['untuned']:.1f} dB, naive LoRA {bg['naive_lora']:.1f} dB — "
-    + ("**reproduced**: the mask-aware LoRA keeps the background best." if kept else
-       "**not reproduced in this run**: LoRA-Edit does not keep the background clearly better here."),
-    f"* **A later edited frame** (colour change, late frames inside the region): + appearance "
-    f"**{late['motion+appearance']:.1f} dB**, motion only {late['motion']:.1f} dB — "
-    + ("**reproduced**: the appearance regime follows the later frame." if follows else
-       f"**not reproduced at toy size**: the difference ({late['motion+appearance'] - late['motion']:+.1f} dB) is "
-       "within noise. The LoRA has seen the edited frame, but at inference nothing tells the model *when* the "
-       "colour changes."),
-    f"* The same LoRA with the edited frame also placed in the condition at inference: "
-    f"**{late['motion+appearance_placed']:.1f} dB** — "
-    + ("this is what makes the later frame arrive here (beyond the paper's recipe)." if placed and not follows else
-       "better than motion only." if placed else "no clear gain in this run either."),
-]
-display(Markdown("\n".join(lines)))
+display(Markdown(paper_claims(rows)))  # each claim checked against this run (differences < 0.5 dB = noise)
+bg = {v: variant_mean(rows, v, "bg_psnr") for v in VARIANTS}
 
 # %% [markdown]
 # ## 5. The paper's metrics on real video

@@ -97,7 +97,11 @@ def test_every_notebook_opens_with_the_same_setup_cell_and_colab_says_what_to_se
     src = next(iter(firsts.values()))
     assert "PLACEHOLDER" not in src and "github.com/loraedit" not in src
     # on "Colab" without LORAEDIT_REPO and without a clone: a message that says what to set, no clone attempted
+    import torch
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the cell puts the clone first on sys.path
+    monkeypatch.setenv("LORAEDIT_THREADS", str(torch.get_num_threads()))  # setup() must not change this session's
     monkeypatch.delenv("LORAEDIT_REPO", raising=False)
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     calls = []
@@ -109,6 +113,8 @@ def test_every_notebook_opens_with_the_same_setup_cell_and_colab_says_what_to_se
     monkeypatch.setenv("LORAEDIT_REPO", "https://example.invalid/me/loraedit_nb")
     monkeypatch.setitem(sys.modules, "google.colab", types.SimpleNamespace(
         output=types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("widgets"))))
-    exec(compile(src, "setup-cell", "exec"), {})
+    namespace: dict = {}
+    exec(compile(src, "setup-cell", "exec"), namespace)
+    assert namespace["DEVICE"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert calls[0][0][:5] == ["git", "clone", "--depth", "1", "https://example.invalid/me/loraedit_nb"]
     assert "install" in calls[1][0] and calls[2] == "widgets"

@@ -58,3 +58,18 @@ def test_only_the_torchvision_fallback_notice_is_dropped():
     other = logging.LogRecord("transformers.utils.import_utils", logging.WARNING, "x", 1,
                               "`SomethingElse` requires torchvision (not installed).", None, None)
     assert not f.filter(rec) and f.filter(other)
+
+
+def test_the_hub_loaders_image_processor_reads_a_subfolder_and_matches_the_saved_one(tmp_path, tiny):
+    """The Hub paths (Wan, HunyuanVideo) load the CLIP processor as clip_image_processor_class().from_pretrained(
+    repo, subfolder="image_processor"); on a saved folder it must give the same pixels as the processor saved."""
+    import numpy as np
+
+    from loraedit_nb.models import clip_image_processor_class
+
+    tiny.image_processor.save_pretrained(tmp_path / "image_processor")
+    proc = clip_image_processor_class().from_pretrained(tmp_path, subfolder="image_processor")
+    img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    a = proc(images=img, return_tensors="pt")["pixel_values"]
+    b = tiny.image_processor(images=img, return_tensors="pt")["pixel_values"]
+    assert a.shape == b.shape and float((a - b).abs().max()) == 0.0
