@@ -193,13 +193,13 @@ if gt is not None:
     plt.show()
 
 # %% [markdown]
-# **Reading it.** The un-tuned model keeps the background (its mask channels say so) but makes little of the
-# region: it was never trained to generate *inside* a hole. The motion LoRA knows how the object moves, the
-# appearance stage what the edited object looks like, and giving the edited last frame in the condition pulls
-# the end of the clip towards it. `composite=True` changes only the pixels outside the mask: it cannot improve the
-# region, but makes the background exactly the source's (up to the feathered border). On a real clip with Wan's
-# lossy VAE that difference is visible; on the toy model's lossless VAE it is small. The cell below checks each of
-# these against this run's numbers (on a clip with ground truth).
+# **Reading it.** What to expect, and why: the un-tuned model should keep the background (its mask channels say
+# so) but make little of the region: it was never trained to generate *inside* a hole. The motion LoRA knows how
+# the object moves, the appearance stage what the edited object looks like, and giving the edited last frame in
+# the condition should pull the end of the clip towards it. `composite=True` changes only the pixels outside the
+# mask: it cannot improve the region, but makes the background exactly the source's (up to the feathered border).
+# On a real clip with Wan's lossy VAE that difference is visible; on the toy model's lossless VAE it is small. The
+# cell below checks each expectation against this run's numbers (on a clip with ground truth) and says which held.
 
 # %%
 if gt is not None:
