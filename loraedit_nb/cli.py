@@ -283,6 +283,7 @@ def _edit(a: argparse.Namespace) -> None:
     res = edit_video(bb, lora, video, mask, first, edited_frames=edited, place_edited_frames=a.place_edited_frames,
                      prompt=a.prompt if a.prompt is not None else info.get("prompt", ""), steps=a.steps,
                      guidance=a.guidance, flow_shift=a.flow_shift, seed=a.seed, composite=a.composite,
+                     honour_given=a.honour_given,
                      resize_edits=a.resize_edits, vae_tiling=a.vae_tiling, vae_slicing=a.vae_tiling,
                      memory_preset=preset)
     files = save_edit(res, a.out or run / "edited.mp4", video, mask, fps=fps)
@@ -372,6 +373,8 @@ def add_parsers(sub) -> None:
     e.add_argument("--flow-shift", type=float)
     e.add_argument("--seed", type=int)
     e.add_argument("--composite", action="store_true", help="paste the source back outside the feathered mask")
+    e.add_argument("--honour-given", action="store_true",
+                   help="output frame 0 = the edited first frame and the source outside the mask, exactly")
     e.add_argument("--resize-edits", action="store_true", help="resize/crop edited frames to the clip's size")
     e.add_argument("--no-lora", action="store_true", help="the un-tuned model (for comparison)")
     e.add_argument("--vae-tiling", action="store_true", help="VAE tiling + slicing (large outputs, small GPUs)")

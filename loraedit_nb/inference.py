@@ -267,7 +267,7 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
                edited_frames: Mapping[int, np.ndarray] | None = None, place_edited_frames: bool = False,
                prompt: str = "", negative_prompt: str | None = None, steps: int | None = None,
                guidance: float | None = None, flow_shift: float | None = None, seed: int | None = None,
-               composite: bool = False, feather: int = 2, resize_edits: bool = False,
+               composite: bool = False, feather: int = 2, honour_given: bool = False, resize_edits: bool = False,
                preview_every: int = 0, preview: Callable[[int, np.ndarray], None] | None = None,
                vae_tiling: bool = False, vae_slicing: bool = False, memory_preset: str | None = None,
                progress: bool = True) -> EditResult:
@@ -281,6 +281,12 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     ``edited_frames`` ``{i: (H, W, 3)}``: with ``place_edited_frames=True`` they are also put into the condition
     at their indices with the mask set to keep there (like Wan's first-last-frame mode; beyond the official code).
     ``composite``: paste the source back outside a ``feather``-px feathered mask after decoding (off by default).
+    ``honour_given``: after decoding, every pixel the user gave comes out exactly as given — frame 0 is the edited
+    first frame, placed edited frames sit at their indices, and outside the mask the source (a hard edge; applied
+    after ``composite``, so it wins). The given pixels are the condition's own (:func:`keep_mask`,
+    :func:`condition_video`). Off by default: the paper's recipe returns the model's output, and the toy probes
+    (issue 15) found it fixes frame 0 and the background but leaves the edit region unchanged; re-imposing the
+    given latents during sampling measured the same as this final composite, which is exact on any VAE.
     ``lora``: a LoraRun, a saved LoRA folder, or None (un-tuned model). ``seed=None`` picks one and prints it.
     ``preview(step, video)`` is called every ``preview_every`` denoising steps with the decoded current estimate.
     ``memory_preset``: ``"16GB" | "24GB" | "48GB" | "80GB+" | "auto"`` places the model for that GPU tier
@@ -338,8 +344,14 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     if composite:
         a = feathered(mask, feather)[..., None]
         out = (a * out + (1 - a) * source_video).astype(np.float32)
+    if honour_given:
+        from .conditioning import condition_video, keep_mask
+
+        given = condition_video(source_video, mask, first, keyframes=keyframes)
+        out = np.where(keep_mask(mask, keyframes=keyframes)[..., None] > 0, given, out).astype(np.float32)
     settings = dict(steps=steps or d.get("steps"), guidance=d.get("guidance") if guidance is None else guidance,
                     flow_shift=d.get("flow_shift") if flow_shift is None else flow_shift, composite=composite,
+                    honour_given=honour_given,
                     place_edited_frames=place_edited_frames, edited_frame_indices=sorted(edited_frames or {}),
                     negative_prompt=negative_prompt, backbone=backbone.name, **placement)
     return EditResult(out, seed, prompt, settings, time.time() - t0)

@@ -1,6 +1,7 @@
 """Procedural toy-world videos with exact masks, captions and ground-truth edits (see :mod:`.scenes`)."""
 
 from .scenes import (
+    ALL_BG_KINDS,
     ALL_MOTIONS,
     BASE_MOTIONS,
     BG_KINDS,
@@ -8,6 +9,7 @@ from .scenes import (
     COLOURS,
     DIRECTIONS,
     EDIT_KINDS,
+    EXTRA_BG_KINDS,
     SHAPES,
     SPEEDS,
     VOCAB,
@@ -31,7 +33,9 @@ from .scenes import (
 __all__ = [
     "ALL_MOTIONS",
     "BASE_MOTIONS",
+    "ALL_BG_KINDS",
     "BG_KINDS",
+    "EXTRA_BG_KINDS",
     "COLOURS",
     "COLOUR_NAMES",
     "DIRECTIONS",

@@ -18,6 +18,10 @@ What is trained, and why this way:
 * **Captions state the motion** (``"a red disc moves left and up, fast"``), so frame 0 + caption determine the
   clip and the tiny model has one answer to learn. 10 % of captions are dropped (empty) so CFG works.
 * A curriculum: linear motion, one object first; then all motions and a distractor.
+* ``--world v2`` (issue 15): what the notebooks and evaluations ask for — one object in 80 % of clips, the moving
+  motions (linear, circle) drawn twice as often, and the extra background kinds (vignette, value noise).
+* ``--init-from CKPT`` starts a new run from another run's EMA weights, grown without changing what the model
+  computes (:func:`grow_state`) when ``--layers`` / ``--ffn`` ask for a bigger transformer.
 
 Progress is logged every 50 steps; a checkpoint (model, EMA, optimiser, RNG states, step) is written atomically
 every few minutes, and the EMA weights are exported to ``data/toy_backbone`` in diffusers format.
@@ -41,7 +45,7 @@ from ..conditioning import condition_from_tensors, encode, pack_mask
 from ..loss import flow_matching_loss
 from ..models import TOY_DIR, Backbone, XPredWanTransformer3DModel, _word_tokenizer
 from ..patchify_vae import PatchifyVAE
-from .scenes import VOCAB, sample_batch
+from .scenes import ALL_BG_KINDS, VOCAB, sample_batch
 
 
 @dataclass
@@ -79,6 +83,10 @@ class PretrainConfig:
     export_minutes: float = 15.0
     export_dir: str = str(TOY_DIR)
     threads: int = 2
+    world: str = "v1"  # "v2": see the module docstring
+    p_two_objects: float = 0.2  # v2 only (v1 draws 1 or 2 objects uniformly)
+    max_minutes: float = 0.0  # stop (checkpoint + export) after this much training time in this process; 0 = no limit
+    init_from: str = ""  # a checkpoint.pt whose EMA weights start this run (grown to `model` if needed)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
 
 
@@ -108,6 +116,59 @@ def build_toy_backbone(mc: ToyModelConfig, seed: int = 0) -> Backbone:
     return Backbone("toy", transformer, vae, scheduler, tokenizer, text_encoder,
                     max_sequence_length=mc.max_sequence_length,
                     defaults=dict(d, height=mc.size, width=mc.size, num_frames=mc.frames))
+
+
+V1_MOTIONS = ("static", "linear", "circle", "pulse", "spin")
+V2_MOTIONS = ("static", "linear", "linear", "circle", "circle", "pulse", "spin")  # repeats weight the draw
+
+
+def sample_clips(cfg: PretrainConfig, rng: np.random.Generator, curriculum: bool):
+    """One batch of training clips ``(videos, masks, captions)`` from the configured world."""
+    S, T, n = cfg.model.size, cfg.model.frames, cfg.batch
+    if curriculum:
+        return sample_batch(n, rng, size=S, frames=T, motions=("linear",), n_objects=1)
+    if cfg.world == "v1":
+        return sample_batch(n, rng, size=S, frames=T, motions=V1_MOTIONS, n_objects=(1, 2))
+    if cfg.world != "v2":
+        raise ValueError(f"unknown world {cfg.world!r}; choose 'v1' or 'v2'")
+    n2 = int(rng.binomial(n, cfg.p_two_objects))
+    parts = [sample_batch(k, rng, size=S, frames=T, motions=V2_MOTIONS, n_objects=o, bg_kinds=ALL_BG_KINDS)
+             for k, o in ((n - n2, 1), (n2, 2)) if k]
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            [c for p in parts for c in p[2]])
+
+
+def grow_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``state`` (a smaller transformer of the same family) into ``model`` so that it computes the same function.
+
+    Same-shape tensors are copied. A wider FFN keeps the old units and gives the new ones zero output weights;
+    blocks beyond the old depth keep their fresh init except zero output projections (self-attention,
+    cross-attention, FFN), so each new block adds nothing to the residual stream until training moves them.
+    Returns the names of the tensors that were grown or zeroed. Raises if a name is missing from ``model`` or
+    a shape shrinks.
+    """
+    own = model.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise ValueError(f"the checkpoint has tensors this model lacks (not a smaller toy model?): {unknown[:4]}")
+    changed = []
+    with torch.no_grad():
+        for k, v in own.items():
+            if k in state and state[k].shape == v.shape:
+                v.copy_(state[k])
+                continue
+            changed.append(k)
+            if k in state:  # widened: copy the overlap, silence the new FFN units
+                old = state[k]
+                if any(a > b for a, b in zip(old.shape, v.shape, strict=True)):
+                    raise ValueError(f"{k}: cannot shrink {tuple(old.shape)} to {tuple(v.shape)}")
+                if k.endswith("ffn.net.2.weight"):
+                    v.zero_()
+                v[tuple(slice(0, a) for a in old.shape)].copy_(old)
+            elif k.endswith(("attn1.to_out.0.weight", "attn1.to_out.0.bias", "attn2.to_out.0.weight",
+                             "attn2.to_out.0.bias", "ffn.net.2.weight", "ffn.net.2.bias")):
+                v.zero_()  # a new block: identity on the residual stream
+    return changed
 
 
 def frame_level_keep(batch: int, frames: int, height: int, width: int, first_last: np.ndarray) -> torch.Tensor:
@@ -171,6 +232,19 @@ def pretrain(cfg: PretrainConfig) -> Path:
     gen = torch.Generator().manual_seed(cfg.seed)
     step, wall, history = 0, 0.0, []
     ckpt = run / "checkpoint.pt"
+    if cfg.init_from and not ckpt.exists():
+        src = torch.load(cfg.init_from, weights_only=False)["ema"]
+        grown = grow_state(tr, src["transformer"])
+        te.load_state_dict(src["text_encoder"])
+        ema = {"transformer": {k: v.detach().clone() for k, v in tr.state_dict().items()},
+               "text_encoder": {k: v.detach().clone() for k, v in te.state_dict().items()}}
+        print(f"started from the EMA weights of {cfg.init_from}; grown/zeroed tensors: {len(grown)}", flush=True)
+    saved_cfg = run / "config.json"
+    if ckpt.exists() and saved_cfg.exists():
+        was = json.loads(saved_cfg.read_text()).get("model", {})
+        if was and was != asdict(mc):
+            raise ValueError(f"{ckpt} holds a model with {was}, this command builds {asdict(mc)}: pass the run's "
+                             "own --layers/--ffn to resume it, or use a new --run with --init-from to grow it")
     if ckpt.exists():
         st = torch.load(ckpt, weights_only=False)
         tr.load_state_dict(st["transformer"])
@@ -192,12 +266,11 @@ def pretrain(cfg: PretrainConfig) -> Path:
     ema_loss = history[-1][1] if history else None
     log = open(run / "log.txt", "a")
     T, S = mc.frames, mc.size
+    t_start = time.time()
     while step < cfg.steps:
         t0 = time.time()
         curriculum = step < cfg.curriculum_until * cfg.steps
-        kw = dict(motions=("linear",), n_objects=1) if curriculum else \
-            dict(motions=("static", "linear", "circle", "pulse", "spin"), n_objects=(1, 2))
-        videos, _, caps = sample_batch(cfg.batch, rng, size=S, frames=T, **kw)
+        videos, _, caps = sample_clips(cfg, rng, curriculum)
         caps = ["" if u < cfg.p_drop_caption else c for u, c in zip(rng.random(cfg.batch), caps, strict=True)]
         x = torch.from_numpy(videos).permute(0, 4, 1, 2, 3) * 2 - 1
         keep = frame_level_keep(cfg.batch, T, S, S, rng.random(cfg.batch) < cfg.p_first_last)
@@ -237,7 +310,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
             log.write(msg + "\n")
             log.flush()
         now = time.time()
-        done = step >= cfg.steps
+        done = step >= cfg.steps or (cfg.max_minutes > 0 and now - t_start > cfg.max_minutes * 60)
         if done or now - t_ckpt > cfg.checkpoint_minutes * 60:
             _save_atomic({"transformer": tr.state_dict(), "text_encoder": te.state_dict(),
                           "optimizer": opt.state_dict(), "ema": ema, "np_rng": rng.bit_generator.state,
@@ -250,6 +323,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
             export(bb, ema, Path(cfg.export_dir), meta)
             print(f"exported EMA weights at step {step} to {cfg.export_dir}", flush=True)
             t_export = now
+        if done:
+            break
     log.close()
     return Path(cfg.export_dir)
 
@@ -258,10 +333,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     d = PretrainConfig()
     for f in ("run", "steps", "batch", "lr", "text_lr", "seed", "checkpoint_minutes", "export_minutes",
-              "export_dir", "threads", "curriculum_until", "decay_from", "rewarm_from"):
+              "export_dir", "threads", "curriculum_until", "decay_from", "rewarm_from", "world", "p_two_objects",
+              "max_minutes",
+              "init_from", "warmup"):
         p.add_argument("--" + f.replace("_", "-"), type=type(getattr(d, f)), default=getattr(d, f))
-    a = p.parse_args(argv)
-    cfg = PretrainConfig(**{k: v for k, v in vars(a).items()})
+    for f in ("layers", "ffn"):
+        p.add_argument("--" + f, type=int, default=getattr(d.model, f), help="transformer size (model config)")
+    a = vars(p.parse_args(argv))
+    model = ToyModelConfig(layers=a.pop("layers"), ffn=a.pop("ffn"))
+    cfg = PretrainConfig(**a, model=model)
     pretrain(cfg)
 
 

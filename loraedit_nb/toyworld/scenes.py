@@ -31,7 +31,9 @@ import numpy as np
 __all__ = [
     "ALL_MOTIONS",
     "BASE_MOTIONS",
+    "ALL_BG_KINDS",
     "BG_KINDS",
+    "EXTRA_BG_KINDS",
     "COLOURS",
     "COLOUR_NAMES",
     "DIRECTIONS",
@@ -85,6 +87,10 @@ ALL_MOTIONS: tuple[str, ...] = (*BASE_MOTIONS, "occlusion")
 SPEEDS: tuple[str, ...] = ("slow", "fast")
 ROTATIONS: tuple[str, ...] = ("cw", "ccw")
 BG_KINDS: tuple[str, ...] = ("gradient", "sinusoid", "checker", "stripes")
+# Added for toy world v2 (issue 15): scenes a learner draws. Not in the default draw, so every seeded scene,
+# case and notebook figure stays as it was; pretraining and held-out checks ask for ALL_BG_KINDS.
+EXTRA_BG_KINDS: tuple[str, ...] = ("vignette", "noise")
+ALL_BG_KINDS: tuple[str, ...] = (*BG_KINDS, *EXTRA_BG_KINDS)
 EDIT_KINDS: tuple[str, ...] = ("recolour", "texture", "shape_swap", "colour_shift")
 
 _D = 1.0 / math.sqrt(2.0)
@@ -230,7 +236,8 @@ class BackgroundSpec:
 
     kind: 'gradient' (linear blend a->b along ``angle``), 'sinusoid' (``freq`` cycles per image along
     ``angle``), 'checker' (``freq`` cells per image side, rotated by ``angle``), 'stripes' (``freq`` stripe
-    pairs per image). phase: an offset in radians.
+    pairs per image), 'vignette' (a at a centre offset along ``angle``, b at the corners), 'noise' (smooth
+    value noise, ``freq`` cells per side, its pattern seeded by ``phase``). phase: an offset in radians.
     """
 
     kind: str
@@ -241,8 +248,8 @@ class BackgroundSpec:
     phase: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in BG_KINDS:
-            raise ValueError(f"unknown background kind {self.kind!r}; choose from {BG_KINDS}")
+        if self.kind not in ALL_BG_KINDS:
+            raise ValueError(f"unknown background kind {self.kind!r}; choose from {ALL_BG_KINDS}")
 
 
 @dataclass(frozen=True)
@@ -326,9 +333,12 @@ def _bg_colour(rng: np.random.Generator) -> np.ndarray:
 def _sample_background(rng: np.random.Generator, kinds: Sequence[str]) -> BackgroundSpec:
     kind = _pick(rng, kinds)
     a = _bg_colour(rng)
-    if kind == "gradient":
+    if kind in ("gradient", "vignette"):
         b = _bg_colour(rng)
         freq = 1.0
+    elif kind == "noise":
+        b = np.clip(a + rng.uniform(-0.15, 0.15, 3), 0.03, 0.5)
+        freq = float(rng.integers(2, 6))
     else:
         # Low contrast: a fixed-sign offset with a little tint.
         delta = rng.uniform(0.06, 0.15) if kind == "sinusoid" else rng.uniform(0.05, 0.1)
@@ -455,7 +465,7 @@ def sample_scene(
     for name, vals, allowed in (
         ("motions", motions, ALL_MOTIONS),
         ("shapes", shapes, SHAPES),
-        ("bg_kinds", bg_kinds, BG_KINDS),
+        ("bg_kinds", bg_kinds, ALL_BG_KINDS),
         ("colours", colours, COLOUR_NAMES),
     ):
         if not vals or any(v not in allowed for v in vals):
@@ -678,8 +688,19 @@ def render_background(bg: BackgroundSpec, size: int) -> np.ndarray:
         v = -sa * x + ca * y
         off = bg.phase / (2 * math.pi)
         t = np.mod(np.floor(u * bg.freq + off) + np.floor(v * bg.freq + off), 2.0)
-    else:  # stripes
+    elif bg.kind == "stripes":
         t = np.mod(np.floor(u * 2 * bg.freq + bg.phase / math.pi), 2.0)
+    elif bg.kind == "vignette":
+        cx, cy = 0.2 * ca, 0.2 * sa  # centre off the middle, so the vignette is not a symmetric halo
+        t = np.clip(np.sqrt((x - cx) ** 2 + (y - cy) ** 2) / 0.8, 0.0, 1.0) ** 1.5
+    else:  # noise: bilinear value noise on a (freq+1)^2 lattice, the lattice seeded by phase
+        n = int(bg.freq) + 1
+        lattice = np.random.default_rng(int(bg.phase * 1e6)).random((n, n))
+        c = np.clip((g + 0.5) * (n - 1), 0, n - 1 - 1e-9)
+        i0, f = np.floor(c).astype(int), c - np.floor(c)
+        f = f * f * (3 - 2 * f)  # smoothstep: no visible lattice creases
+        rows = lattice[i0] * (1 - f)[:, None] + lattice[i0 + 1] * f[:, None]
+        t = rows[:, i0] * (1 - f)[None] + rows[:, i0 + 1] * f[None]
     a, b = np.array(bg.colour_a), np.array(bg.colour_b)
     t = np.broadcast_to(t, (size, size))[..., None]
     return (a + (b - a) * t).astype(np.float32)
