@@ -75,7 +75,8 @@ def _train_rows(backbone: str, frames: int, size: int, cached: bool, ckpt: bool,
     """One small training-step row: s/step with the clip encoded once (cached) or every step (uncached)."""
     import torch
 
-    from .conditioning import condition_from_tensors, encode
+    from .backbones import condition_from_tensors
+    from .conditioning import encode
     from .lora import add_lora
     from .loss import flow_matching_loss, sample_timesteps
     from .training import cache_samples, toy_config

@@ -169,7 +169,7 @@ def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConf
     variants...). ``videos``: a dict to fill with every edited video, ``videos[case name][variant]``.
 
     ``workers > 1`` splits the cases over that many processes (``backbone`` must then be a name for
-    :func:`~loraedit_nb.models.load_backbone`; each process loads it): on a small CPU, processes with one thread
+    :func:`~loraedit_nb.backbones.load_backbone`; each process loads it): on a small CPU, processes with one thread
     each beat one process with many threads for this tiny model. Results are the same as with one worker (every
     training and generation is seeded per case)."""
     if workers <= 1:

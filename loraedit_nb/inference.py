@@ -1,10 +1,10 @@
-"""Mask-aware I2V inference built on diffusers' ``WanImageToVideoPipeline``.
+"""Mask-aware I2V inference: LoRA-Edit's condition + a (LoRA-adapted) backbone -> an edited video.
 
-:class:`MaskedWanI2VPipeline` is the stock pipeline with one change: ``prepare_latents`` returns LoRA-Edit's
-condition (masked source video + spatiotemporal mask, :mod:`loraedit_nb.conditioning`) instead of "first frame +
-zeros". Scheduler, classifier-free guidance, prompt encoding, callbacks and offloading are diffusers' own.
-HunyuanVideo-I2V's counterpart, ``MaskedHunyuanI2VPipeline``, is in :mod:`loraedit_nb.hunyuan`; :func:`generate`
-and :func:`edit_video` reach either through ``backbone.adapter``.
+:func:`generate` builds the condition (:mod:`loraedit_nb.conditioning`) and runs the backbone family's masked
+pipeline through ``backbone.adapter`` — Wan's :class:`~loraedit_nb.backbones.wan.MaskedWanI2VPipeline` (diffusers'
+stock I2V pipeline whose ``prepare_latents`` returns LoRA-Edit's condition) or HunyuanVideo's
+:class:`~loraedit_nb.backbones.hunyuan.MaskedHunyuanI2VPipeline`. :func:`edit_video` adds the user-facing part:
+edited frames, LoRA loading, memory placement, compositing, previews.
 """
 
 from __future__ import annotations
@@ -15,69 +15,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from diffusers import WanImageToVideoPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
-from .adapters import _pil  # noqa: F401 - re-exported (toyworld.evaluate)
-from .masks import MaskPolarityWarning, PlainI2VMaskWarning  # noqa: F401 - re-exported: callers filter them
-from .memory import StagedPipelineMixin
-
-
-class MaskedWanI2VPipeline(StagedPipelineMixin, WanImageToVideoPipeline):
-    """``WanImageToVideoPipeline`` that takes a prepared condition.
-
-    Call with ``condition=`` a ``(B or 1, 4 + z, T_lat, h, w)`` tensor from
-    :func:`loraedit_nb.conditioning.build_condition` (or ``condition_from_tensors`` for batches); everything else
-    is the stock ``__call__``. Without ``condition`` it behaves exactly like the stock pipeline.
-    """
-
-    _lora_condition: torch.Tensor | None = None
-
-    def __call__(self, *args, condition: torch.Tensor | None = None, **kwargs):
-        self._lora_condition = condition
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            self._lora_condition = None
-
-    def encode_prompt(self, *args, **kwargs):
-        with self._encoders_for("text_encoder"):
-            return super().encode_prompt(*args, **kwargs)
-
-    def encode_image(self, *args, **kwargs):
-        with self._encoders_for("image_encoder"):
-            return super().encode_image(*args, **kwargs)
-
-    def prepare_latents(self, image, batch_size, num_channels_latents=16, height=480, width=832, num_frames=81,
-                        dtype=None, device=None, generator=None, latents=None, last_image=None):
-        cond = self._lora_condition
-        if cond is None:
-            return super().prepare_latents(image, batch_size, num_channels_latents, height, width, num_frames,
-                                           dtype, device, generator, latents, last_image)
-        shape = (batch_size, num_channels_latents, (num_frames - 1) // self.vae_scale_factor_temporal + 1,
-                 height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial)
-        if tuple(cond.shape[2:]) != shape[2:] or cond.shape[1] != num_channels_latents + self.vae_scale_factor_temporal:
-            raise ValueError(
-                f"condition shape {tuple(cond.shape)} does not fit a {num_frames}-frame {height}x{width} video "
-                f"(expected (B, {num_channels_latents + self.vae_scale_factor_temporal}, {shape[2]}, {shape[3]}, "
-                f"{shape[4]})): build it from the same clip you pass as height/width/num_frames")
-        if cond.shape[0] not in (1, batch_size):
-            raise ValueError(f"condition batch {cond.shape[0]} must be 1 or {batch_size}")
-        # same call as the stock pipeline so that a given generator yields the same noise
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if latents is None \
-            else latents.to(device=device, dtype=dtype)
-        cond = cond.to(device=device, dtype=dtype)
-        if cond.shape[0] != batch_size:
-            cond = cond.expand(batch_size, -1, -1, -1, -1)
-        return latents, cond
-
-
-def with_flow_shift(scheduler, flow_shift: float | None):
-    """A copy of ``scheduler`` with another flow shift (UniPC: ``flow_shift``; FlowMatchEuler: ``shift``)."""
-    if flow_shift is None:
-        return scheduler
-    key = "flow_shift" if "flow_shift" in scheduler.config else "shift"
-    return type(scheduler).from_config(scheduler.config, **{key: flow_shift})
+from .backbones.base import with_flow_shift  # noqa: F401 - re-exported (it used to live here)
+from .conditioning import build_condition, condition_video, decode, keep_mask
+from .lora import add_lora, check_compatible, load_lora, lora_weight_file, set_lora_state
+from .masks import (
+    MaskPolarityWarning,  # noqa: F401 - re-exported: callers filter it
+    PlainI2VMaskWarning,  # noqa: F401 - re-exported: callers filter it
+    check_mask,
+    dilate,
+    overlay,
+    warn_if_degenerate,
+)
+from .memory import (
+    apply_fp8,
+    block_swapper,
+    disable_block_swap,
+    enable_block_swap,
+    fix_lora_dtype,
+    get_preset,
+    is_fp8,
+    onload,
+)
+from .video import InputError, check_image, check_video, from_model, hstack, resize_and_crop, write_video
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (2-3 % faster than no_grad on the toy model)
@@ -91,10 +51,8 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
     (``first_frame`` = the edited first frame at inference). Sampler settings default to ``backbone.defaults``.
     The condition is packed and the pipeline run by the backbone family's adapter (Wan or HunyuanVideo).
     Clip sizes the backbone cannot run are refused, sizes beyond what it was trained at warned about
-    (:meth:`~loraedit_nb.models.Backbone.check_clip_size`).
+    (:meth:`~loraedit_nb.backbones.base.Backbone.check_clip_size`).
     """
-    from .conditioning import build_condition
-
     backbone.check_clip_size(*np.shape(video)[:3])
     d = backbone.defaults
     steps = steps or d.get("steps", 30)
@@ -102,8 +60,6 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
     flow_shift = d.get("flow_shift") if flow_shift is None else flow_shift
     first = video[0] if first_frame is None else first_frame
     adapter = backbone.adapter
-    from .memory import onload
-
     with onload(backbone.vae, backbone.device):  # the VAE encodes where the model runs (not on a CPU beside it)
         cond = build_condition(backbone.vae, video, mask, first, keyframes=keyframes, adapter=adapter)
     T, H, W = video.shape[:3]
@@ -132,8 +88,6 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
     dtype first, because peft would create it in float8 and round the weights before we could cast them back.
     The LoRA ends up in the transformer's compute dtype (bf16 for a real model, fp32 for the toy) on the execution
     device, whatever the order of training, loading and fp8 casting."""
-    from .lora import check_compatible, load_lora
-    from .memory import fix_lora_dtype, is_fp8
 
     tr = backbone.transformer
     if getattr(tr, "peft_config", None):
@@ -156,8 +110,6 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
 
 def _attach_lora(backbone, state_dict: dict, rank: int, alpha, targets, dtype: torch.dtype, scale: float) -> None:
     """A fresh adapter in ``dtype`` on the execution device, then the weights copied in (never via a float8 LoRA)."""
-    from .lora import add_lora, set_lora_state
-    from .memory import fix_lora_dtype
 
     tr = backbone.transformer
     add_lora(tr, rank=rank, alpha=alpha, targets=targets)
@@ -173,7 +125,6 @@ def _load_lora_fp8_safe(backbone, path, meta: dict, dtype: torch.dtype, scale: f
     """Read a LoRA with diffusers (format conversion included), build the adapter in ``dtype``, copy the weights."""
     from pathlib import Path
 
-    from .lora import lora_weight_file
 
     file = lora_weight_file(Path(path))
     sd = backbone.adapter.pipeline_class.lora_state_dict(str(file.parent), weight_name=file.name)
@@ -193,7 +144,6 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
     (everything resident), ``"model"`` (encoders come to the GPU one at a time) or ``"blocks"`` (+ transformer
     blocks swapped from pinned host memory; ``"auto"`` = the planner's count). A no-op for ``None``.
     Returns what it chose (recorded in the edit's settings)."""
-    from .memory import apply_fp8, block_swapper, disable_block_swap, enable_block_swap, get_preset, is_fp8
 
     if memory_preset is None:
         return {}
@@ -235,7 +185,6 @@ def feathered(mask: np.ndarray, radius: int = 2) -> np.ndarray:
     """Soft version of a bool ``(T, H, W)`` mask for compositing: dilated by ``radius`` and blurred, in [0, 1]."""
     import cv2
 
-    from .masks import dilate
 
     m = dilate(mask, radius).astype(np.float32)
     k = 2 * radius + 1
@@ -246,7 +195,6 @@ def _fit_frame(frame: np.ndarray, source: np.ndarray, name: str, resize: bool) -
     """An edited frame as float ``(H, W, 3)`` at the size of ``source`` (the source frame at the same index).
     RGBA is composited over ``source``: in an edited frame a transparent pixel means "unchanged" (an image editor's
     layer exported with transparency), not black; see :func:`loraedit_nb.video.check_image`."""
-    from .video import InputError, check_image, resize_and_crop
 
     frame = np.asarray(frame)
     H, W = source.shape[:2]
@@ -294,9 +242,6 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     """
     import time
 
-    from .masks import check_mask, warn_if_degenerate
-    from .video import check_video
-
     t0 = time.time()
     source_video = check_video(source_video, "source_video")
     mask = check_mask(mask, source_video)
@@ -317,9 +262,7 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
             print(f"seed: {seed}  (pass seed={seed} to reproduce)")
     d = backbone.defaults
     if negative_prompt is None:
-        from .models import WAN_NEGATIVE_PROMPT
-
-        negative_prompt = "" if backbone.is_tiny or backbone.adapter.family != "wan" else WAN_NEGATIVE_PROMPT
+        negative_prompt = backbone.adapter.negative_prompt(backbone)
     if memory_preset is None and not backbone.is_tiny and backbone.device.type == "cuda":
         memory_preset = "auto"
     placement = prepare_for_editing(backbone, memory_preset, T, H, W)
@@ -331,9 +274,6 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
         backbone.vae.enable_slicing()
     callback = None
     if preview is not None and preview_every:
-        from .conditioning import decode
-        from .video import from_model
-
         def callback(pipe, i, t, kw):
             if (i + 1) % preview_every == 0:
                 preview(i + 1, from_model(decode(backbone.vae, kw["latents"])[:1]))
@@ -345,8 +285,6 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
         a = feathered(mask, feather)[..., None]
         out = (a * out + (1 - a) * source_video).astype(np.float32)
     if honour_given:
-        from .conditioning import condition_video, keep_mask
-
         given = condition_video(source_video, mask, first, keyframes=keyframes)
         out = np.where(keep_mask(mask, keyframes=keyframes)[..., None] > 0, given, out).astype(np.float32)
     settings = dict(steps=steps or d.get("steps"), guidance=d.get("guidance") if guidance is None else guidance,
@@ -368,8 +306,6 @@ def save_edit(result: EditResult, out: str | os.PathLike, source_video: np.ndarr
     import json
     from pathlib import Path
 
-    from .masks import overlay
-    from .video import hstack, write_video
 
     out = Path(out)
     folder, name = (out.parent, out.name) if out.suffix == ".mp4" else (out, "edited.mp4")

@@ -1,10 +1,11 @@
-"""LoRA adapters on the Wan transformer: which layers, how they are saved, how they load back.
+"""LoRA adapters on the backbone's transformer: which layers, how they are saved, how they load back.
 
-Targets follow the paper's official code: every Linear of every transformer block — self-attention, text
-cross-attention, FFN — except the image cross-attention's K/V (``attn2.add_k_proj`` / ``attn2.add_v_proj``, the
-official code's ``k_img``/``v_img``). Weights are saved in diffusers' format, so stock diffusers loads them:
-``WanImageToVideoPipeline.load_lora_weights(path)``. A small ``loraedit_nb_lora.json`` beside the weights records
-the backbone and rank so that loading onto another backbone fails with a clear message instead of a shape error.
+Targets are the backbone family's (``adapter.lora_targets``); Wan's follow the paper's official code: every Linear
+of every transformer block — self-attention, text cross-attention, FFN — except the image cross-attention's K/V
+(:data:`loraedit_nb.backbones.wan.WAN_TARGETS`). Weights are saved in diffusers' format by the family's pipeline
+class, so stock diffusers loads them: ``WanImageToVideoPipeline.load_lora_weights(path)``. A small
+``loraedit_nb_lora.json`` beside the weights records the backbone and rank so that loading onto another backbone
+fails with a clear message instead of a shape error.
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ from pathlib import Path
 
 import torch
 
+from .backbones.base import adapter_for
+
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 META_NAME = "loraedit_nb_lora.json"
-DEFAULT_TARGETS = (
-    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
-    "ffn.net.0.proj", "ffn.net.2",
-)
 
 
 def backbone_signature(transformer) -> str:
@@ -41,12 +39,14 @@ def _sizes(transformer) -> dict:
     return {k: transformer.config.get(k) for k in keys if transformer.config.get(k) is not None}
 
 
-def add_lora(transformer, *, rank: int = 16, alpha: float | None = None, targets=DEFAULT_TARGETS,
+def add_lora(transformer, *, rank: int = 16, alpha: float | None = None, targets=None,
              adapter_name: str = "default", dtype: torch.dtype = torch.float32) -> int:
     """Freeze the transformer and attach a fresh LoRA (B initialised to zero: the model starts unchanged).
-    LoRA parameters are kept in ``dtype`` (fp32) even when the base is bf16/fp8. Returns the trainable count."""
+    LoRA parameters are kept in ``dtype`` (fp32) even when the base is bf16/fp8. ``targets``: layer-name suffixes or
+    one regex; None = the family's (``adapter_for(transformer).lora_targets``). Returns the trainable count."""
     from peft import LoraConfig
 
+    targets = adapter_for(transformer).lora_targets if targets is None else targets
     transformer.requires_grad_(False)
     cfg = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights=True,
                      target_modules=_targets(targets), lora_dropout=0.0, bias="none")
@@ -89,11 +89,10 @@ def lora_state_dict(transformer, adapter_name: str = "default") -> dict[str, tor
 
 
 def save_lora(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], *, transformer, rank: int,
-              alpha: float, targets=DEFAULT_TARGETS, extra: dict | None = None) -> Path:
+              alpha: float, targets=None, extra: dict | None = None) -> Path:
     """Write ``pytorch_lora_weights.safetensors`` (diffusers' LoRA format, saved by the family's pipeline class, so
     its ``load_lora_weights`` reads it) + our metadata, atomically."""
-    from .adapters import adapter_for
-
+    targets = adapter_for(transformer).lora_targets if targets is None else targets
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)

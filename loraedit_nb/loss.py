@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from .backbones.base import default_adapter
+
 
 def sample_timesteps(n: int, *, scheme: str = "uniform", shift: float = 1.0, logit_mean: float = 0.0,
                      logit_std: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -39,9 +41,7 @@ def region_weights(condition: torch.Tensor, *, w_generate: float = 1.0, w_keep: 
     mean."""
     if w_generate == 1.0 and w_keep == 1.0:
         return None
-    if adapter is None:
-        from .adapters import WAN as adapter
-    keep = adapter.keep_fraction(condition)
+    keep = (adapter or default_adapter()).keep_fraction(condition)
     return w_keep * keep + w_generate * (1 - keep)
 
 

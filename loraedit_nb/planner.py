@@ -32,6 +32,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .backbones.hunyuan import HUNYUAN_TARGETS
+from .backbones.wan import WAN_TARGETS
 from .memory import GB, MEMORY_PRESETS, MemoryPreset
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -113,7 +115,7 @@ class Family:
     guidance_passes: int  # transformer forwards per denoising step in editing (CFG: 2, run one after the other)
     latent_channels: int = 16
     condition_channels: int = 20  # Wan: 4 mask + 16; Hunyuan: 16 + 1
-    # load dtypes (bytes per parameter), as models.py / hunyuan.py load them
+    # load dtypes (bytes per parameter), as backbones/wan.py / hunyuan.py load them
     dtype_bytes: dict = field(default_factory=dict)
 
 
@@ -219,10 +221,7 @@ def _transformer_stats(key: str) -> TransformerStats:
 
 
 def _lora_targets(cfg: dict):
-    from .hunyuan import HUNYUAN_TARGETS
-    from .lora import DEFAULT_TARGETS
-
-    return HUNYUAN_TARGETS if "num_single_layers" in cfg else DEFAULT_TARGETS
+    return HUNYUAN_TARGETS if "num_single_layers" in cfg else WAN_TARGETS
 
 
 def transformer_stats(config: dict | str) -> TransformerStats:

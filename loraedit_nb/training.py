@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .adapters import collate_context
+from .backbones.base import collate_context
 from .conditioning import encode
 from .lora import add_lora, lora_state_dict, read_lora_meta, save_lora, set_lora_state
 from .loss import flow_matching_loss, region_weights, sample_timesteps

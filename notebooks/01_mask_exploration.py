@@ -238,7 +238,7 @@ show_images({"frame 0, training (original)": up(cond_train[0]), "frame 0, editin
 # then every group of 4 frames goes into the **4 mask channels** of one latent frame. Below, rows are the 4
 # channels, columns the latent frames; white = keep, black = generate. Column 0 is frame 0 (given whole), column
 # 1 holds frames 1–4, column 2 frames 5–8. (With `BACKBONE = "hunyuan-i2v"` the packing is HunyuanVideo-I2V's:
-# **one** mask channel per latent frame, "keep" only where all 4 of its frames are kept — `loraedit_nb.hunyuan`.)
+# **one** mask channel per latent frame, "keep" only where all 4 of its frames are kept — `loraedit_nb.backbones.hunyuan`.)
 
 # %%
 cond = build_condition(bb.vae, video, mask, edited_first, adapter=bb.adapter)  # Wan: (1, 4 + z, T_lat, h, w)

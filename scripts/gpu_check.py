@@ -109,8 +109,9 @@ def build_backbone(device, layers: int | None = None, tiny_encoders: bool = Fals
     from diffusers import UniPCMultistepScheduler
     from transformers import CLIPImageProcessor
 
+    from loraedit_nb.backbones import WAN_DEFAULTS, WAN_NEGATIVE_PROMPT, Backbone, place
+    from loraedit_nb.backbones.base import _word_tokenizer
     from loraedit_nb.bench import full_transformer
-    from loraedit_nb.models import WAN_DEFAULTS, WAN_NEGATIVE_PROMPT, Backbone, _word_tokenizer, place
 
     words = re.findall(r"[\w']+|[^\w\s]", f"{PROMPT} {WAN_NEGATIVE_PROMPT}")
     tok = _word_tokenizer(words)

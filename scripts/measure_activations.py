@@ -316,8 +316,9 @@ def measure_transformer(family: str, ns=(128, 256), check: int = 384, real_fp8: 
     """Training-step peak, saved bytes, checkpoint keep and inference peak of real-width blocks (module docstring)
     for bf16 base weights and for fp8 layerwise casting (:func:`copy_casting` unless ``real_fp8``). Peaks are
     :func:`envelope` s over the video-token count, checked against a run at ``check`` tokens."""
-    from loraedit_nb.hunyuan import HUNYUAN_TARGETS
-    from loraedit_nb.lora import DEFAULT_TARGETS, add_lora
+    from loraedit_nb.backbones.hunyuan import HUNYUAN_TARGETS
+    from loraedit_nb.backbones.wan import WAN_TARGETS
+    from loraedit_nb.lora import add_lora
     from loraedit_nb.memory import fix_lora_dtype
 
     g = torch.Generator().manual_seed(0)
@@ -333,7 +334,7 @@ def measure_transformer(family: str, ns=(128, 256), check: int = 384, real_fp8: 
             if key == "fp8":  # memory.apply_fp8 (layerwise casting), then the LoRA: training's order
                 model.enable_layerwise_casting(storage_dtype=torch.bfloat16 if emulate else torch.float8_e4m3fn,
                                                compute_dtype=torch.bfloat16)
-        add_lora(model, rank=16, targets=DEFAULT_TARGETS if family == "wan" else HUNYUAN_TARGETS)
+        add_lora(model, rank=16, targets=WAN_TARGETS if family == "wan" else HUNYUAN_TARGETS)
         fix_lora_dtype(model)
         model.enable_gradient_checkpointing()
         model.train()

@@ -111,7 +111,7 @@ def test_empty_and_full_masks_are_legal(tiny):
 
 
 def test_patchify_vae_is_exact_with_wan_geometry():
-    from loraedit_nb.patchify_vae import PatchifyVAE
+    from loraedit_nb.backbones import PatchifyVAE
 
     vae = PatchifyVAE(scale_factor_spatial=4)
     x = torch.rand(2, 3, 17, 32, 48) * 2 - 1

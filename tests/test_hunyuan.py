@@ -7,8 +7,9 @@ import torch
 
 from loraedit_nb import conditioning as C
 from loraedit_nb import regimes as R
-from loraedit_nb.adapters import _pil
-from loraedit_nb.hunyuan import HUNYUAN_TARGETS, pack_mask_1ch, tiny_random_hunyuan
+from loraedit_nb.backbones import tiny_random_hunyuan
+from loraedit_nb.backbones.base import _pil
+from loraedit_nb.backbones.hunyuan import HUNYUAN_TARGETS, pack_mask_1ch
 from loraedit_nb.models import load_backbone
 from loraedit_nb.training import cache_samples, fixed_loss, toy_config, train_lora
 from tests.conftest import moving_square
@@ -154,7 +155,7 @@ def test_hunyuan_backbone_roundtrips_through_a_folder(hy, tmp_path):
 def test_token_replace_variant_is_refused_with_the_reason():
     from diffusers import HunyuanVideoTransformer3DModel
 
-    from loraedit_nb.adapters import adapter_for
+    from loraedit_nb.backbones import adapter_for
 
     tr = HunyuanVideoTransformer3DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
                                         num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=1,
@@ -181,7 +182,7 @@ def test_single_given_later_frames_are_refused_not_dropped(hy):
 
 
 def test_pipeline_call_is_gradient_free_and_keeps_user_callbacks(hy):
-    from loraedit_nb.hunyuan import MaskedHunyuanI2VPipeline
+    from loraedit_nb.backbones import MaskedHunyuanI2VPipeline
 
     video, mask = _clip()
     cond = C.build_condition(hy.vae, video, mask, adapter=hy.adapter)

@@ -247,7 +247,7 @@ def test_presets_and_auto(monkeypatch):
 
 
 def test_block_swapping_on_hunyuan_dual_and_single_stream_blocks(two_devices):
-    from loraedit_nb.hunyuan import tiny_random_hunyuan
+    from loraedit_nb.backbones import tiny_random_hunyuan
 
     v, m, s = _clip()
     cfg = _cfg(steps=3)
@@ -371,7 +371,7 @@ def test_auto_swap_count_comes_from_the_planner_for_the_live_config():
 def test_editing_offload_evicts_the_transformer_while_a_big_encoder_runs(monkeypatch, tiny):
     """On a GPU with an offloading preset, the pipeline's encoder calls first move the transformer's resident weights
     out (UMT5 or Llava would not fit beside them), and only when the encoder is not already on the device."""
-    from loraedit_nb.inference import MaskedWanI2VPipeline
+    from loraedit_nb.backbones import MaskedWanI2VPipeline
 
     calls = []
     monkeypatch.setattr(memory, "evicted", lambda m, d: (calls.append(("evict", type(m).__name__, str(d))),

@@ -48,8 +48,8 @@ def test_unknown_backbone_names_the_choices(tmp_path):
 
 def test_shipped_toy_backbone_loads_and_generates():
     assert (TOY_DIR / "transformer").is_dir(), "data/toy_backbone must ship with the repository"
+    from loraedit_nb.backbones import MaskedWanI2VPipeline
     from loraedit_nb.conditioning import build_condition, i2v_edit_mask
-    from loraedit_nb.inference import MaskedWanI2VPipeline
     from loraedit_nb.toyworld import render_scene, sample_scene
 
     bb = load_backbone("toy")

@@ -49,11 +49,12 @@ def test_lora_count_matches_peft_on_a_small_model(family):
     """The analytic LoRA count (in + out of every targeted Linear, times r) equals what add_lora creates."""
     from diffusers import HunyuanVideoTransformer3DModel, WanTransformer3DModel
 
-    from loraedit_nb.hunyuan import HUNYUAN_TARGETS
-    from loraedit_nb.lora import DEFAULT_TARGETS, add_lora
+    from loraedit_nb.backbones.hunyuan import HUNYUAN_TARGETS
+    from loraedit_nb.backbones.wan import WAN_TARGETS
+    from loraedit_nb.lora import add_lora
 
     if family == "wan":
-        cls, targets = WanTransformer3DModel, DEFAULT_TARGETS
+        cls, targets = WanTransformer3DModel, WAN_TARGETS
         cfg = dict(planner.load_config("wan2.1-i2v-14b.transformer")["config"], num_layers=2, num_attention_heads=2,
                    attention_head_dim=16, ffn_dim=48, added_kv_proj_dim=32, text_dim=24, image_dim=20, freq_dim=16)
     else:

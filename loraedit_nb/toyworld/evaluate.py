@@ -35,7 +35,7 @@ dB — does not make the mean infinite; ``scenes`` in the result keeps the uncap
    direction (dot product > 0), and whether its displacement agrees with the rendered ground truth *for that
    caption* (which accounts for bounces off the walls); the ground truth's own rate is the reference.
 
-Clips are generated in batches through :class:`~loraedit_nb.inference.MaskedWanI2VPipeline` with one generator
+Clips are generated in batches through :class:`~loraedit_nb.backbones.wan.MaskedWanI2VPipeline` with one generator
 per clip, which is exactly :func:`loraedit_nb.inference.generate` with ``seed=`` that clip's noise seed (tested);
 backbones with a CLIP image branch are run one clip at a time (their image tokens are per clip).
 """
@@ -55,11 +55,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..conditioning import condition_from_tensors, condition_video, decode, encode, i2v_edit_mask, keep_mask
+from ..backbones import TOY_DIR, Backbone, MaskedWanI2VPipeline, condition_from_tensors, load_backbone
+from ..backbones.base import _pil, with_flow_shift
+from ..conditioning import condition_video, decode, encode, i2v_edit_mask, keep_mask
 from ..exploration import psnr
-from ..inference import MaskedWanI2VPipeline, _pil, with_flow_shift
 from ..masks import dilate
-from ..models import TOY_DIR, Backbone, load_backbone
 from ..viz import frames_strip, upscale
 from .scenes import COLOURS, DIRECTIONS, SceneSpec, caption, make_edit, render_batch, sample_scene
 
@@ -241,7 +241,7 @@ def evaluate_base(backbone: str | os.PathLike | Backbone = "toy", n_scenes: int 
                   threads: int | None = None, out: str | os.PathLike | None = None, n_examples: int = 5) -> dict:
     """Evaluate an un-tuned backbone on held-out toy scenes; returns a JSON-able dict (see the module docstring).
 
-    ``backbone``: a name / folder for :func:`~loraedit_nb.models.load_backbone`, or a :class:`Backbone`. Sizes and
+    ``backbone``: a name / folder for :func:`~loraedit_nb.backbones.load_backbone`, or a :class:`Backbone`. Sizes and
     sampler settings come from ``backbone.defaults`` (``steps`` overrides its ``steps``). ``n_two_objects``:
     extra 2-object scenes for the I2V rows (default ``n_scenes // 4``). ``tol``: colour tolerance (max-abs, [0, 1]).
     ``threads``: ``torch.set_num_threads`` for the duration of the call (None = leave as is). ``out``: also

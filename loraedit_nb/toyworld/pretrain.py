@@ -13,7 +13,7 @@ What is trained, and why this way:
   weakly is the paper's Fig. 2 finding, which the notebooks show LoRA-Edit fixing.
 * **Rectified flow matching**: ``z_t = (1 - t) z0 + t eps``, velocity target ``eps - z0``, timestep ``1000 t``,
   ``t ~ sigmoid(N(0.3, 1))``. The transformer predicts the clean sample internally
-  (:class:`~loraedit_nb.models.XPredWanTransformer3DModel`), which the probes found essential at this scale.
+  (:class:`~loraedit_nb.backbones.toy.XPredWanTransformer3DModel`), which the probes found essential at this scale.
   Generated (unknown) latent cells weigh 3x in the loss: the given ones are trivial to copy.
 * **Captions state the motion** (``"a red disc moves left and up, fast"``), so frame 0 + caption determine the
   clip and the tiny model has one answer to learn. 10 % of captions are dropped (empty) so CFG works.
@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..conditioning import condition_from_tensors, encode, pack_mask
+from ..backbones import TOY_DIR, Backbone, PatchifyVAE, XPredWanTransformer3DModel, condition_from_tensors
+from ..backbones.base import _word_tokenizer
+from ..conditioning import encode, pack_mask
 from ..loss import flow_matching_loss
-from ..models import TOY_DIR, Backbone, XPredWanTransformer3DModel, _word_tokenizer
-from ..patchify_vae import PatchifyVAE
 from .scenes import ALL_BG_KINDS, VOCAB, sample_batch
 
 

@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import torch
 
-from loraedit_nb.conditioning import condition_from_tensors, encode, pack_mask
+from loraedit_nb.backbones import condition_from_tensors
+from loraedit_nb.conditioning import encode, pack_mask
 from loraedit_nb.loss import flow_matching_loss
 from loraedit_nb.models import load_backbone
 from loraedit_nb.toyworld.pretrain import frame_level_keep

@@ -44,6 +44,7 @@ output frames                      all ``T`` frames are decoded. (The stock pipe
 
 Training target and timesteps are the same as Wan's (rectified flow, velocity ``eps - x0``, timestep ``1000 t``),
 so :mod:`loraedit_nb.loss` and :mod:`loraedit_nb.training` run unchanged through :class:`HunyuanI2VAdapter`.
+The tiny random configuration for tests is built in :mod:`.toy`.
 """
 
 from __future__ import annotations
@@ -52,11 +53,17 @@ import hashlib
 
 import numpy as np
 import torch
-from diffusers import HunyuanVideoImageToVideoPipeline
+from diffusers import (
+    AutoencoderKLHunyuanVideo,
+    FlowMatchEulerDiscreteScheduler,
+    HunyuanVideoImageToVideoPipeline,
+    HunyuanVideoTransformer3DModel,
+)
+from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
 
-from .adapters import Adapter, _pil
-from .conditioning import LatentGeometry, encode, pack_mask
-from .memory import StagedPipelineMixin
+from ..memory import StagedPipelineMixin, onload
+from .base import Adapter, Backbone, _pil, clip_image_processor_class, place, register_family, with_flow_shift
+from .latents import LatentGeometry, encode, pack_mask
 
 HUNYUAN_I2V = "hunyuanvideo-community/HunyuanVideo-I2V-33ch"
 # 480p settings (the paper's resolution); the 33ch model is run without CFG by its authors (guidance 1)
@@ -223,9 +230,6 @@ class HunyuanI2VAdapter(Adapter):
 
     def generate(self, backbone, condition, first_frame, *, prompt, negative_prompt, num_frames, height, width,
                  steps, guidance, flow_shift, generator, callback_on_step_end=None, progress=True):
-        from .inference import with_flow_shift
-        from .memory import onload
-
         pipe = self.pipeline(backbone, MaskedHunyuanI2VPipeline)
         pipe._staged_device = backbone.device  # compute there; encoders come one at a time (memory.onload)
         pipe._evict_transformer = backbone.evict_for_encoders
@@ -241,6 +245,9 @@ class HunyuanI2VAdapter(Adapter):
                        prompt_template=backbone.prompt_template, max_sequence_length=backbone.max_sequence_length,
                        generator=generator, callback_on_step_end=callback_on_step_end)
         return np.asarray(out[0], dtype=np.float32)
+
+
+register_family("hunyuan", lambda tr: isinstance(tr, HunyuanVideoTransformer3DModel), HunyuanI2VAdapter.for_transformer)
 
 
 # ----------------------------------------------------------------------------------------------- tiny + Hub
@@ -259,65 +266,8 @@ def prompt_template_for(tokenizer, template: str, image_tokens: int) -> dict:
             "image_emb_end": start + image_tokens, "image_emb_len": image_tokens}
 
 
-def tiny_random_hunyuan(*, seed: int = 0, words: list[str] | None = None):
-    """Tiny random HunyuanVideo-I2V stack (33-channel ``latent_concat`` transformer, causal Hunyuan VAE with the real
-    x8 / x4 geometry, Llava text encoder that sees the image, CLIP text encoder) built from config, for tests."""
-    from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoTransformer3DModel
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
-
-    from .models import Backbone, _word_tokenizer, clip_image_processor_class
-
-    torch.manual_seed(seed)
-    words = words or ("a the red green blue yellow disc square moves circles left right up down , fast slow "
-                      "system user assistant describe video according to reference image :").split()
-    tokenizer = _word_tokenizer(words, special=SPECIAL_TOKENS, eos=False)
-    tokenizer_2 = _word_tokenizer(words)
-    image_size, patch = 32, 8
-    llava = LlavaForConditionalGeneration(LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=image_size, patch_size=patch),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=3,
-                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                                pad_token_id=0),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=0, vision_feature_layer=-2,
-        vision_feature_select_strategy="default"))
-    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer_2), hidden_size=8, intermediate_size=16,
-                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-                                        eos_token_id=1, pad_token_id=0, bos_token_id=3))
-    proc = clip_image_processor_class()(size={"shortest_edge": image_size},
-                              crop_size={"height": image_size, "width": image_size})
-    vae = AutoencoderKLHunyuanVideo(
-        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-        norm_num_groups=4, spatial_compression_ratio=8, temporal_compression_ratio=4, mid_block_add_attention=True)
-    z = vae.config.latent_channels
-    transformer = HunyuanVideoTransformer3DModel(
-        in_channels=2 * z + 1, out_channels=z, num_attention_heads=2, attention_head_dim=8, num_layers=1,
-        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16,
-        pooled_projection_dim=8, rope_axes_dim=(2, 2, 4), guidance_embeds=False, image_condition_type="latent_concat")
-    for m in (transformer, vae, llava, clip):
-        m.eval()
-    n_img = (image_size // patch) ** 2  # Llava "default" strategy drops CLS
-    return Backbone("tiny-hunyuan", transformer, vae, FlowMatchEulerDiscreteScheduler(shift=7.0), tokenizer, llava,
-                    None, proc, max_sequence_length=16, defaults=dict(TINY_HUNYUAN_DEFAULTS),
-                    tokenizer_2=tokenizer_2, text_encoder_2=clip,
-                    prompt_template=prompt_template_for(tokenizer, TINY_TEMPLATE, n_img))
-
-
 def load_hunyuan_hub(repo_id: str, dtype, device):  # pragma: no cover - needs the Hub and a GPU
     """The real HunyuanVideo-I2V-33ch in diffusers format (~26 GB bf16 transformer + 15 GB Llava + CLIP + VAE)."""
-    from diffusers import HunyuanVideoTransformer3DModel
-    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
-
-    from .models import Backbone, clip_image_processor_class, place
-
     cfg = HunyuanVideoTransformer3DModel.load_config(repo_id, subfolder="transformer")  # a few KB
     if cfg.get("image_condition_type") != "latent_concat":  # refuse token_replace before the 26 GB download
         HunyuanI2VAdapter.for_transformer(type("T", (), {"config": cfg})())
@@ -331,3 +281,29 @@ def load_hunyuan_hub(repo_id: str, dtype, device):  # pragma: no cover - needs t
                   tokenizer_2=pipe.tokenizer_2, text_encoder_2=pipe.text_encoder_2,
                   prompt_template=dict(DEFAULT_PROMPT_TEMPLATE))
     return place(bb, device)  # weights stay on the CPU; stages bring what they need to the GPU
+
+
+def load_hunyuan_folder(path, meta: dict, dtype, device) -> Backbone:
+    """A HunyuanVideo-I2V backbone folder written by :meth:`Backbone.save_pretrained`."""
+    from transformers import AutoTokenizer, CLIPTextModel, LlavaForConditionalGeneration
+
+
+    missing = [c for c in ("text_encoder_2", "tokenizer_2", "image_processor") if not (path / c).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{path} holds a HunyuanVideo transformer but lacks {missing}")
+    bb = Backbone(meta.get("name", path.name),
+                  HunyuanVideoTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype),
+                  AutoencoderKLHunyuanVideo.from_pretrained(path / "vae", torch_dtype=torch.float32),
+                  FlowMatchEulerDiscreteScheduler.from_pretrained(path / "scheduler"),
+                  AutoTokenizer.from_pretrained(path / "tokenizer"),
+                  LlavaForConditionalGeneration.from_pretrained(path / "text_encoder", dtype=dtype), None,
+                  clip_image_processor_class().from_pretrained(path / "image_processor"),
+                  max_sequence_length=int(meta.get("max_sequence_length", 256)),
+                  defaults=meta.get("defaults") or dict(HUNYUAN_DEFAULTS),
+                  tokenizer_2=AutoTokenizer.from_pretrained(path / "tokenizer_2"),
+                  text_encoder_2=CLIPTextModel.from_pretrained(path / "text_encoder_2", dtype=dtype),
+                  prompt_template=meta.get("prompt_template") or dict(DEFAULT_PROMPT_TEMPLATE))
+    bb.adapter  # noqa: B018 - refuses a token_replace transformer with a clear message
+    for m in (bb.transformer, *bb.encoders):
+        m.eval()
+    return place(bb, device)

@@ -1,0 +1,251 @@
+"""Wan2.1-I2V (and the toy backbone, which has Wan's architecture): the family's adapter, condition packing, masked
+pipeline and loading.
+
+Wan2.1-I2V's transformer reads 36 channels per latent voxel::
+
+    [ noisy latent (z) | mask (4) | condition latent (z) ]      z = vae.config.z_dim (16 for Wan)
+
+LoRA-Edit's condition (:mod:`loraedit_nb.conditioning`) goes into the last ``4 + z`` channels:
+:func:`condition_from_tensors` packs the pixel keep mask into the 4 mask channels (one per pixel frame of a latent
+frame, :func:`~loraedit_nb.backbones.latents.pack_mask`) and encodes the condition video.
+:class:`MaskedWanI2VPipeline` is diffusers' stock ``WanImageToVideoPipeline`` with one change: ``prepare_latents``
+returns that condition instead of "first frame + zeros". Scheduler, classifier-free guidance, prompt encoding,
+callbacks and offloading are diffusers' own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanTransformer3DModel,
+)
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..memory import StagedPipelineMixin, evicted, onload
+from .base import (
+    Adapter,
+    Backbone,
+    _pil,
+    clip_image_processor_class,
+    place,
+    register_family,
+    with_flow_shift,
+)
+from .latents import LatentGeometry, encode, pack_mask
+
+WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
+WAN_720P = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+WAN_DEFAULTS = dict(height=480, width=832, num_frames=49, steps=30, guidance=5.0, flow_shift=5.0, fps=16)
+
+# Wan's standard negative prompt (what the paper's code passes at inference)
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
+    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
+    "background, three legs, many people in the background, walking backwards"
+)
+
+# LoRA targets, as the paper's official code: every Linear of every block — self-attention, text cross-attention,
+# FFN — except the image cross-attention's K/V (``attn2.add_k_proj`` / ``add_v_proj``, the official k_img / v_img)
+WAN_TARGETS = (
+    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
+    "ffn.net.0.proj", "ffn.net.2",
+)
+
+
+# ----------------------------------------------------------------------------------------------- the condition
+def condition_from_tensors(vae, cond_pixels: torch.Tensor, keep: torch.Tensor, *, reduce: str = "nearest"
+                           ) -> torch.Tensor:
+    """Batched core: ``cond_pixels`` ``(B, 3, T, H, W)`` in [-1, 1] and ``keep`` ``(B, 1, T, H, W)`` (1 = keep) ->
+    the 20-channel (for Wan) condition ``(B, 4 + z, T_lat, H/s, W/s)`` = ``cat([packed mask, condition latent])``.
+    """
+    geo = LatentGeometry.of(vae)
+    lat = encode(vae, cond_pixels)
+    m = pack_mask(keep.to(lat.device), geo, reduce=reduce).to(lat.dtype)
+    return torch.cat([m, lat], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------- pipeline
+class MaskedWanI2VPipeline(StagedPipelineMixin, WanImageToVideoPipeline):
+    """``WanImageToVideoPipeline`` that takes a prepared condition.
+
+    Call with ``condition=`` a ``(B or 1, 4 + z, T_lat, h, w)`` tensor from
+    :func:`loraedit_nb.conditioning.build_condition` (or ``condition_from_tensors`` for batches); everything else
+    is the stock ``__call__``. Without ``condition`` it behaves exactly like the stock pipeline.
+    """
+
+    _lora_condition: torch.Tensor | None = None
+
+    def __call__(self, *args, condition: torch.Tensor | None = None, **kwargs):
+        self._lora_condition = condition
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self._lora_condition = None
+
+    def encode_prompt(self, *args, **kwargs):
+        with self._encoders_for("text_encoder"):
+            return super().encode_prompt(*args, **kwargs)
+
+    def encode_image(self, *args, **kwargs):
+        with self._encoders_for("image_encoder"):
+            return super().encode_image(*args, **kwargs)
+
+    def prepare_latents(self, image, batch_size, num_channels_latents=16, height=480, width=832, num_frames=81,
+                        dtype=None, device=None, generator=None, latents=None, last_image=None):
+        cond = self._lora_condition
+        if cond is None:
+            return super().prepare_latents(image, batch_size, num_channels_latents, height, width, num_frames,
+                                           dtype, device, generator, latents, last_image)
+        shape = (batch_size, num_channels_latents, (num_frames - 1) // self.vae_scale_factor_temporal + 1,
+                 height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial)
+        if tuple(cond.shape[2:]) != shape[2:] or cond.shape[1] != num_channels_latents + self.vae_scale_factor_temporal:
+            raise ValueError(
+                f"condition shape {tuple(cond.shape)} does not fit a {num_frames}-frame {height}x{width} video "
+                f"(expected (B, {num_channels_latents + self.vae_scale_factor_temporal}, {shape[2]}, {shape[3]}, "
+                f"{shape[4]})): build it from the same clip you pass as height/width/num_frames")
+        if cond.shape[0] not in (1, batch_size):
+            raise ValueError(f"condition batch {cond.shape[0]} must be 1 or {batch_size}")
+        # same call as the stock pipeline so that a given generator yields the same noise
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype) if latents is None \
+            else latents.to(device=device, dtype=dtype)
+        cond = cond.to(device=device, dtype=dtype)
+        if cond.shape[0] != batch_size:
+            cond = cond.expand(batch_size, -1, -1, -1, -1)
+        return latents, cond
+
+
+# ----------------------------------------------------------------------------------------------- adapter
+class WanAdapter(Adapter):
+    """Wan2.1-I2V (and the toy backbone, which has Wan's architecture).
+
+    Condition ``(B, 4 + z, L, h, w)`` = ``cat([packed mask (4 channels: one per pixel frame of the latent frame),
+    condition latent])`` — :func:`loraedit_nb.conditioning.condition_from_tensors`. Context: UMT5 text
+    (``encoder_hidden_states``) and, on the 14B model, CLIP image tokens (``encoder_hidden_states_image``).
+    """
+
+    family = "wan"
+    default_negative_prompt = WAN_NEGATIVE_PROMPT
+
+    def negative_prompt(self, backbone) -> str:
+        return "" if backbone.is_tiny else self.default_negative_prompt  # tiny vocabularies lack its words
+
+    lora_targets = WAN_TARGETS
+    pipeline_class = WanImageToVideoPipeline
+
+    def mask_channels(self, vae) -> int:
+        return LatentGeometry.of(vae).temporal
+
+    def condition(self, vae, cond_pixels, keep, *, reduce="nearest"):
+        return condition_from_tensors(vae, cond_pixels, keep, reduce=reduce)
+
+    def mask_part(self, condition):
+        # the 4 mask channels lead (Wan's temporal factor is 4 for every Wan-family VAE, toy included)
+        return condition[:, :4]
+
+    def context_modules(self, backbone):
+        return [backbone.image_encoder] if backbone.image_encoder is not None else []  # text: Backbone.prompt_cache
+
+    def encode_context(self, backbone, prompt, image, memo=None):
+        memo = {} if memo is None else memo
+        if prompt not in memo:
+            memo[prompt] = backbone.encode_prompt(prompt).float()
+        img = backbone.encode_image(image).float() if backbone.has_image_encoder else None
+        return {"encoder_hidden_states": memo[prompt], "encoder_hidden_states_image": img}
+
+    def pipeline(self, backbone, cls=None):
+        cls = cls or self.pipeline_class
+        return cls(tokenizer=backbone.tokenizer, text_encoder=backbone.text_encoder, vae=backbone.vae,
+                   scheduler=backbone.scheduler, image_processor=backbone.image_processor,
+                   image_encoder=backbone.image_encoder, transformer=backbone.transformer)
+
+    def generate(self, backbone, condition, first_frame, *, prompt, negative_prompt, num_frames, height, width,
+                 steps, guidance, flow_shift, generator, callback_on_step_end=None, progress=True):
+        pipe = self.pipeline(backbone, MaskedWanI2VPipeline)
+        pipe._staged_device = backbone.device  # compute there; encoders come one at a time (memory.onload)
+        pipe._evict_transformer = backbone.evict_for_encoders
+        pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
+        pipe.set_progress_bar_config(disable=not progress, leave=False)
+        # prompts through the backbone's cache: the text encoder runs (or is reloaded) only for a new prompt
+        prompts = [prompt] + ([negative_prompt or ""] if guidance > 1 else [])
+        new = backbone.evict_for_encoders and any(p not in backbone.prompt_cache for p in prompts)
+        with evicted(backbone.transformer, backbone.device) if new else contextlib.nullcontext():
+            emb = backbone.encode_prompt(prompt)
+            neg = backbone.encode_prompt(negative_prompt or "") if guidance > 1 else None
+        with onload(backbone.vae, backbone.device):
+            out = pipe(image=_pil(first_frame), prompt_embeds=emb, negative_prompt_embeds=neg, condition=condition,
+                       height=height, width=width, num_frames=num_frames, num_inference_steps=steps,
+                       guidance_scale=guidance, max_sequence_length=backbone.max_sequence_length, output_type="np",
+                       generator=generator, callback_on_step_end=callback_on_step_end).frames
+        return np.asarray(out[0], dtype=np.float32)
+
+
+WAN = WanAdapter()
+
+
+register_family("wan", lambda tr: isinstance(tr, WanTransformer3DModel), lambda tr: WAN, default=True)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def wan_defaults_for(transformer, name: str) -> dict:
+    """Sampler/size defaults of a Wan folder without our metadata: 720P checkpoints get 1280x720."""
+    d = dict(WAN_DEFAULTS)
+    if "720" in name or "720" in str(transformer.config.get("_name_or_path", "")):
+        d.update(height=720, width=1280)
+    return d
+
+
+def load_wan_hub(repo_id: str, dtype, device) -> Backbone:  # pragma: no cover - needs the Hub and a GPU
+    """The real Wan2.1-I2V-14B in diffusers format. ~33 GB bf16 transformer + 11 GB UMT5 + 2.5 GB CLIP (fp32) + VAE,
+    all loaded on the CPU: the stages move to the GPU only what they need (see :mod:`loraedit_nb.memory`)."""
+    from transformers import CLIPVisionModel, UMT5EncoderModel
+
+    image_encoder = CLIPVisionModel.from_pretrained(repo_id, subfolder="image_encoder", dtype=torch.float32)
+    vae = AutoencoderKLWan.from_pretrained(repo_id, subfolder="vae", torch_dtype=torch.float32)
+    proc = clip_image_processor_class().from_pretrained(repo_id, subfolder="image_processor")
+    pipe = WanImageToVideoPipeline.from_pretrained(repo_id, vae=vae, image_encoder=image_encoder, image_processor=proc,
+                                                   torch_dtype=dtype)
+    defaults = dict(WAN_DEFAULTS)
+    if "720P" in repo_id:
+        defaults.update(height=720, width=1280)
+    bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder,
+                  pipe.image_encoder, pipe.image_processor, max_sequence_length=512, defaults=defaults,
+                  text_encoder_loader=lambda: UMT5EncoderModel.from_pretrained(
+                      repo_id, subfolder="text_encoder", dtype=dtype).eval())
+    return place(bb, device)
+
+
+def load_wan_folder(path: Path, meta: dict, transformer_class: type, vae_class: type, dtype, device) -> Backbone:
+    """A Wan-family backbone folder (ours, or any diffusers Wan I2V folder) with the given transformer/VAE classes
+    (the loader maps class names to classes: Wan's, or the toy's)."""
+    from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
+
+    sname = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get("_class_name", "")
+    scls = FlowMatchEulerDiscreteScheduler if sname == "FlowMatchEulerDiscreteScheduler" else UniPCMultistepScheduler
+    transformer = transformer_class.from_pretrained(path / "transformer", torch_dtype=dtype)
+    vae = vae_class.from_pretrained(path / "vae", torch_dtype=torch.float32)
+
+    def load_text_encoder():
+        return UMT5EncoderModel.from_pretrained(path / "text_encoder", dtype=dtype).eval()
+    enc = proc = None
+    if (path / "image_encoder").is_dir():  # fp32, as for the Hub model and in diffusers' Wan docs
+        enc = CLIPVisionModel.from_pretrained(path / "image_encoder", dtype=torch.float32)
+        proc = clip_image_processor_class().from_pretrained(path / "image_processor")
+    bb = Backbone(meta.get("name", path.name), transformer, vae, scls.from_pretrained(path / "scheduler"),
+                  AutoTokenizer.from_pretrained(path / "tokenizer"), load_text_encoder(), enc, proc,
+                  max_sequence_length=int(meta.get("max_sequence_length", 512)),
+                  defaults=meta.get("defaults") or wan_defaults_for(transformer, path.name),
+                  text_encoder_loader=load_text_encoder)
+    for m in (bb.transformer, *bb.encoders):
+        m.eval()
+    return place(bb, device)
