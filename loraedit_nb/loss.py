@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .backbones.base import default_adapter
+from .backbones.base import adapter_for, default_adapter
 
 
 def sample_timesteps(n: int, *, scheme: str = "uniform", shift: float = 1.0, logit_mean: float = 0.0,
@@ -47,15 +47,19 @@ def region_weights(condition: torch.Tensor, *, w_generate: float = 1.0, w_keep: 
 
 def flow_matching_loss(transformer, z0: torch.Tensor, cond: torch.Tensor, context: torch.Tensor | dict,
                        t: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor | None = None,
-                       image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                       image_embeds: torch.Tensor | None = None, adapter=None) -> torch.Tensor:
     """MSE between predicted and true velocity ``eps - z0`` (optionally weighted per voxel).
 
     ``z0`` ``(B, z, L, h, w)`` clean normalised latents; ``cond`` the family's condition (Wan ``(B, 4 + z, L, h,
     w)``, Hunyuan ``(B, z + 1, L, h, w)``; the transformer reads ``cat([z_t, cond])`` in both); ``context`` the
     transformer's other keyword inputs (``Backbone.encode_context``, batched), or Wan's text ``(B, S, d)`` alone
     with ``image_embeds`` ``(B, N, image_dim)`` for a CLIP branch; ``t`` ``(B,)`` in (0, 1); ``noise`` like ``z0``;
-    ``weight`` broadcastable to ``z0`` or None (plain mean).
+    ``weight`` broadcastable to ``z0`` or None (plain mean). ``adapter``: the backbone family's (default: the
+    transformer's, :func:`~loraedit_nb.backbones.base.adapter_for`); it builds the transformer's input and timesteps
+    (:meth:`~loraedit_nb.backbones.base.Adapter.model_input`) and may leave given cells out of the loss
+    (``loss_mask``: Wan2.2-TI2V's clean tokens).
     """
+    adapter = adapter_for(transformer) if adapter is None else adapter
     if not isinstance(context, dict):
         context = {"encoder_hidden_states": context, "encoder_hidden_states_image": image_embeds}
     tt = t.view(-1, *([1] * (z0.ndim - 1))).to(z0.dtype)
@@ -64,11 +68,16 @@ def flow_matching_loss(transformer, z0: torch.Tensor, cond: torch.Tensor, contex
     # (the first parameter could be a float8 storage tensor)
     model = getattr(transformer, "module", transformer)
     dtype = getattr(model, "dtype", None) or next(p.dtype for p in model.parameters() if p.dtype.is_floating_point)
-    inp = torch.cat([zt, cond.to(zt.dtype)], 1).to(dtype)
+    inp, timestep = adapter.model_input(zt, cond, t)
+    inp = inp.to(dtype)
     kw = {k: None if v is None else v.to(device=inp.device, dtype=dtype if v.is_floating_point() else v.dtype)
           for k, v in context.items()}
-    v_hat = transformer(inp, timestep=(t * 1000).to(inp.device), return_dict=False, **kw)[0]
+    v_hat = transformer(inp, timestep=timestep.to(inp.device), return_dict=False, **kw)[0]
     err = (v_hat.float() - (noise - z0).float()) ** 2
+    counted = adapter.loss_mask(cond)
+    if counted is not None:
+        counted = counted.to(err.device, err.dtype)
+        weight = counted if weight is None else weight * counted
     if weight is None:
         return err.mean()
     return (err * weight).sum() / (weight.expand_as(err).sum()).clamp(min=1e-8)

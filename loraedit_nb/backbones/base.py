@@ -36,7 +36,7 @@ DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 TOY_DIR = DATA_DIR / "toy_backbone"
 META_FILE = "loraedit_nb.json"
 # Backbones that run at toy scale (toy-scale training settings, no Hub negative prompt, moved to a device whole)
-TINY_BACKBONES = ("toy", "tiny-random", "tiny-hunyuan")
+TINY_BACKBONES = ("toy", "tiny-random", "tiny-hunyuan", "tiny-wan22-a14b", "tiny-wan22-ti2v")
 REAL_BACKBONE = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"  # named in messages that suggest a real backbone
 
 
@@ -84,6 +84,17 @@ class Adapter:
     def negative_prompt(self, backbone) -> str:
         """The negative prompt :func:`~loraedit_nb.inference.edit_video` uses when none is given."""
         return self.default_negative_prompt
+
+    def model_input(self, zt: torch.Tensor, condition: torch.Tensor, t: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training: what the transformer reads for noisy latents ``zt`` at ``t`` ``(B,)`` in (0, 1) — the input
+        ``cat([zt, condition])`` and timesteps ``1000 t`` for the mask-channel families."""
+        return torch.cat([zt, condition.to(zt.dtype)], 1), t * 1000
+
+    def loss_mask(self, condition: torch.Tensor) -> torch.Tensor | None:
+        """Latent cells ``(B, 1, L, h, w)`` that count in the loss (None = all): families that replace given tokens
+        by clean latents (Wan2.2-TI2V) leave those out."""
+        return None
 
 
 # ----------------------------------------------------------------------------------------------- family registry
@@ -168,6 +179,8 @@ class Backbone:
     tokenizer_2: Any = None  # Hunyuan: CLIP text tokenizer (pooled text)
     text_encoder_2: torch.nn.Module | None = None  # Hunyuan: CLIP text encoder
     prompt_template: dict | None = None  # Hunyuan: the Llava prompt template (where the image tokens go)
+    transformer_2: torch.nn.Module | None = None  # Wan2.2-I2V-A14B: the low-noise expert (t < boundary)
+    boundary_ratio: float | None = None  # Wan2.2-I2V-A14B: transformer for t >= ratio * 1000, transformer_2 below
     # Where compute runs. Real backbones load on the CPU and set this: each stage then brings only what it needs to
     # the GPU (memory.onload, memory.enable_block_swap), so loading never needs more GPU memory than the tier.
     execution_device: torch.device | None = None
@@ -330,8 +343,10 @@ class Backbone:
         if self.text_encoder_2 is not None:
             self.text_encoder_2.save_pretrained(path / "text_encoder_2")
             self.tokenizer_2.save_pretrained(path / "tokenizer_2")
+        if self.transformer_2 is not None:
+            self.transformer_2.save_pretrained(path / "transformer_2")
         meta = {"name": self.name, "max_sequence_length": self.max_sequence_length, "defaults": self.defaults,
-                "prompt_template": self.prompt_template,
+                "prompt_template": self.prompt_template, "boundary_ratio": self.boundary_ratio,
                 "transformer_class": type(self.transformer).__name__, "vae_class": type(self.vae).__name__,
                 "scheduler_class": type(self.scheduler).__name__}
         (path / META_FILE).write_text(json.dumps(meta, indent=1))

@@ -63,7 +63,7 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import
 
 from ..memory import StagedPipelineMixin, onload
 from .base import Adapter, Backbone, _pil, clip_image_processor_class, place, register_family, with_flow_shift
-from .latents import LatentGeometry, encode, pack_mask
+from .latents import LatentGeometry, check_no_keyframes, encode, pack_mask
 
 HUNYUAN_I2V = "hunyuanvideo-community/HunyuanVideo-I2V-33ch"
 # 480p settings (the paper's resolution); the 33ch model is run without CFG by its authors (guidance 1)
@@ -85,31 +85,13 @@ def pack_mask_1ch(keep: torch.Tensor, geometry: LatentGeometry, *, reduce: str =
     return pack_mask(keep, geometry, reduce=reduce).amin(1, keepdim=True)
 
 
-def check_no_keyframes(keep: torch.Tensor, temporal: int = 4) -> None:
-    """Refuse a later frame given whole (an edited keyframe, first-last-frame mode) when the other frames of its
-    latent frame are not: one mask channel per latent frame cannot say "this one of the 4 frames is given", and
-    the min over the 4 would silently drop it."""
-    whole = keep[:, 0, 1:].flatten(2).amin(-1) > 0.5  # (B, T - 1): later frames given entirely
-    if not whole.any():
-        return
-    grouped = whole.view(whole.shape[0], -1, temporal)  # the 4 pixel frames of each latent frame >= 1
-    partial = grouped.any(-1) & ~grouped.all(-1)
-    if partial.any():
-        b, k = (int(i) for i in partial.nonzero()[0])
-        frames = [1 + temporal * k + j for j in range(temporal) if grouped[b, k, j]]
-        raise ValueError(
-            f"frame(s) {frames} are given whole, but HunyuanVideo-I2V has one mask channel per latent frame "
-            f"(pixel frames {1 + temporal * k}..{temporal * (k + 1)}), so a single given frame cannot be expressed "
-            "and would be dropped. On Hunyuan, train on edited later frames (appearance regime) without placing "
-            "them in the condition (place_edited_frames=False), or use a Wan backbone, whose 4 mask channels can.")
-
-
 def hunyuan_condition(vae, cond_pixels: torch.Tensor, keep: torch.Tensor, *, reduce: str = "nearest"
                       ) -> torch.Tensor:
     """``cond_pixels`` ``(B, 3, T, H, W)`` in [-1, 1] + ``keep`` ``(B, 1, T, H, W)`` -> ``(B, z + 1, L, h, w)`` =
     ``cat([condition latent * mask, mask])``, the channels after the noisy latent in Hunyuan's 33-channel input.
     A later frame given alone (keyframe) raises: see :func:`check_no_keyframes`."""
-    check_no_keyframes(keep, LatentGeometry.of(vae).temporal)
+    check_no_keyframes(keep, LatentGeometry.of(vae).temporal, model="HunyuanVideo-I2V",
+                       why="one mask channel per latent frame")
     lat = encode(vae, cond_pixels)
     # latent frame 0 from frame 0 alone, as the stock pipeline encodes the image: Hunyuan's VAE normalises over
     # time (GroupNorm), so frame 0's latent inside a clip differs from the image's own

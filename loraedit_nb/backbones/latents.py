@@ -101,3 +101,22 @@ def decode(vae, latents: torch.Tensor) -> torch.Tensor:
     x = latents.float() / inv_std + mean
     out = vae.decode(x.to(device=module_device(vae), dtype=getattr(vae, "dtype", torch.float32)), return_dict=False)[0]
     return out.float().clamp(-1, 1)
+
+
+def check_no_keyframes(keep: torch.Tensor, temporal: int, *, model: str, why: str) -> None:
+    """Refuse a later frame given whole (an edited keyframe, first-last-frame mode) when the other frames of its
+    latent frame are not, for a family whose mask is one value per latent frame (``why``): it cannot say "this one
+    of the 4 frames is given", and the min over the 4 would silently drop it. ``keep``: ``(B, 1, T, H, W)``."""
+    whole = keep[:, 0, 1:].flatten(2).amin(-1) > 0.5  # (B, T - 1): later frames given entirely
+    if not whole.any():
+        return
+    grouped = whole.view(whole.shape[0], -1, temporal)  # the 4 pixel frames of each latent frame >= 1
+    partial = grouped.any(-1) & ~grouped.all(-1)
+    if partial.any():
+        b, k = (int(i) for i in partial.nonzero()[0])
+        frames = [1 + temporal * k + j for j in range(temporal) if grouped[b, k, j]]
+        raise ValueError(
+            f"frame(s) {frames} are given whole, but {model} has {why} (pixel frames {1 + temporal * k}.."
+            f"{temporal * (k + 1)}), so a single given frame cannot be expressed and would be dropped. On {model}, "
+            "train on edited later frames (appearance regime) without placing them in the condition "
+            "(place_edited_frames=False), or use Wan2.1 / Wan2.2-I2V-A14B, whose 4 mask channels can.")

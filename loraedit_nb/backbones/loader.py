@@ -62,8 +62,8 @@ def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = 
         return place(bb.to(None, dtype) if dtype != torch.float32 else bb, device)
     if name in ("hunyuan-i2v", "hunyuanvideo-community/HunyuanVideo-I2V-33ch"):
         return load_hunyuan_hub(HUNYUAN_I2V, dtype, device)
-    if name == "tiny-random":
-        bb = tiny_random_backbone()
+    if name in ("tiny-random", "tiny-wan22-a14b", "tiny-wan22-ti2v"):
+        bb = tiny_random_backbone(variant={"tiny-random": "wan21"}.get(name, name.removeprefix("tiny-")))
         return place(bb.to(None, dtype) if dtype != torch.float32 else bb, device)
     if name == "toy":
         if not (TOY_DIR / "transformer").is_dir():
@@ -79,5 +79,6 @@ def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = 
         if "hunyuan" in name.lower():
             return load_hunyuan_hub(name, dtype, device)
         return load_wan_hub(name, dtype, device)
-    raise FileNotFoundError(f"no backbone {name!r}: use 'toy', 'tiny-random', 'tiny-hunyuan', 'hunyuan-i2v', a "
+    raise FileNotFoundError(f"no backbone {name!r}: use 'toy', 'tiny-random', 'tiny-hunyuan', 'tiny-wan22-a14b', "
+                            "'tiny-wan22-ti2v', 'hunyuan-i2v', a "
                             f"local folder or a Hub id like {WAN_480P!r}")

@@ -140,13 +140,20 @@ class XPredWanTransformer3DModel(WanTransformer3DModel):
 
 
 def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str = "wan",
-                         words: list[str] | None = None, layers: int = 2) -> Backbone:
-    """Tiny random Wan2.1-I2V stack built from config (nothing downloaded), for tests.
+                         words: list[str] | None = None, layers: int = 2, variant: str = "wan21") -> Backbone:
+    """Tiny random Wan-family stack built from config (nothing downloaded), for tests.
 
+    ``variant``: ``"wan21"`` (Wan2.1-I2V: 36-style input, CLIP branch if ``image_encoder``); ``"wan22-a14b"``
+    (Wan2.2-I2V-A14B: the same input, no CLIP branch, two experts split at ``boundary_ratio`` 0.9);
+    ``"wan22-ti2v"`` (Wan2.2-TI2V-5B: a 48-channel ``AutoencoderKLWan`` with ``patch_size`` 2 and x16 spatial, a
+    transformer reading the 48 latent channels alone, token-replacement conditioning).
     ``vae="wan"``: a tiny ``AutoencoderKLWan`` (x8 spatial, x4 temporal, z=16, real Wan geometry).
     ``vae="patchify"``: the toy backbone's lossless VAE (x2 spatial). ``image_encoder``: include the CLIP branch.
     ``layers``: transformer blocks (more for block-swapping tests).
     """
+    if variant not in ("wan21", "wan22-a14b", "wan22-ti2v"):
+        raise ValueError(f"variant must be 'wan21', 'wan22-a14b' or 'wan22-ti2v', got {variant!r}")
+    image_encoder = image_encoder and variant == "wan21"  # Wan2.2 has no CLIP image branch
     from transformers import (
         CLIPVisionConfig,
         CLIPVisionModel,
@@ -156,7 +163,12 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
 
     torch.manual_seed(seed)
     text_dim, clip_dim = 32, 32
-    if vae == "wan":
+    if variant == "wan22-ti2v":  # Wan2.2's VAE layout (residual, 2x2 input patches, x16) at tiny width
+        v = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                             temperal_downsample=[False, True, True], is_residual=True, in_channels=12,
+                             out_channels=12, patch_size=2, scale_factor_spatial=16,
+                             latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
+    elif vae == "wan":
         v = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                              temperal_downsample=[False, True, True])
     elif vae == "patchify":
@@ -165,11 +177,16 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
         raise ValueError(f"vae must be 'wan' or 'patchify', got {vae!r}")
     z = v.config.z_dim
     heads, head_dim = 2, 12
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=2 * z + 4,
-        out_channels=z, text_dim=text_dim, freq_dim=32, ffn_dim=48, num_layers=layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", image_dim=clip_dim if image_encoder else None,
-        added_kv_proj_dim=heads * head_dim if image_encoder else None, rope_max_seq_len=64)
+
+    def expert():
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim,
+            in_channels=z if variant == "wan22-ti2v" else 2 * z + 4, out_channels=z, text_dim=text_dim, freq_dim=32,
+            ffn_dim=48, num_layers=layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+            image_dim=clip_dim if image_encoder else None,
+            added_kv_proj_dim=heads * head_dim if image_encoder else None, rope_max_seq_len=64)
+    transformer = expert()
+    transformer_2 = expert() if variant == "wan22-a14b" else None
     words = words or "a the red green blue yellow disc square moves circles left right up down , fast slow".split()
     tokenizer = _word_tokenizer(words)
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=text_dim, d_kv=8, d_ff=64,
@@ -181,12 +198,15 @@ def tiny_random_backbone(*, seed: int = 0, image_encoder: bool = True, vae: str 
             num_attention_heads=4, image_size=32, patch_size=8))
         proc = clip_image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    for m in (transformer, v, text_encoder, enc):
+    for m in (transformer, transformer_2, v, text_encoder, enc):
         if m is not None:
             m.eval()
+    name = {"wan21": "tiny-random", "wan22-a14b": "tiny-wan22-a14b", "wan22-ti2v": "tiny-wan22-ti2v"}[variant]
+    defaults = dict(TINY_DEFAULTS, **({"height": 64, "width": 96} if variant == "wan22-ti2v" else {}))
     # image_dim set -> Wan's attention splits text at a hard-coded 512 tokens, so text must be 512 long
-    return Backbone("tiny-random", transformer, v, scheduler, tokenizer, text_encoder, enc, proc,
-                    max_sequence_length=512 if image_encoder else 16, defaults=dict(TINY_DEFAULTS))
+    return Backbone(name, transformer, v, scheduler, tokenizer, text_encoder, enc, proc,
+                    max_sequence_length=512 if image_encoder else 16, defaults=defaults,
+                    transformer_2=transformer_2, boundary_ratio=0.9 if transformer_2 is not None else None)
 
 
 def tiny_random_hunyuan(*, seed: int = 0, words: list[str] | None = None):

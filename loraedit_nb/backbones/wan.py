@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import (
     AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
@@ -40,7 +41,7 @@ from .base import (
     register_family,
     with_flow_shift,
 )
-from .latents import LatentGeometry, encode, pack_mask
+from .latents import LatentGeometry, check_no_keyframes, encode, pack_mask
 
 WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 WAN_720P = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
@@ -75,6 +76,40 @@ def condition_from_tensors(vae, cond_pixels: torch.Tensor, keep: torch.Tensor, *
     return torch.cat([m, lat], dim=1)
 
 
+def token_keep(keep: torch.Tensor, geometry: LatentGeometry, patch: tuple[int, int] = (2, 2)) -> torch.Tensor:
+    """Wan2.2-TI2V's hard token mask from a pixel keep mask ``(B, 1, T, H, W)`` (1 = keep): ``(B, 1, L, h, w)`` in
+    {0, 1} at latent resolution, 1 only where a whole transformer token is kept — all ``temporal`` pixel frames of
+    its latent frame (the union of the edit region over them) and its whole ``s * patch`` pixel square (32 px for
+    TI2V-5B: x16 VAE, 2x2 patches; the pipeline reads token timesteps at ``[:, ::2, ::2]``, so the mask must be
+    constant over each patch). Latent frame 0 holds pixel frame 0 alone."""
+    B, _, T, H, W = keep.shape
+    tc, s = geometry.temporal, geometry.spatial
+    ph, pw = patch
+    if H % (s * ph) or W % (s * pw):
+        raise ValueError(f"Wan2.2-TI2V reads the mask per {s * ph} x {s * pw} px token: the clip is {W}x{H} (WxH); "
+                         f"resize/crop it to multiples of {s * ph} px (prepare_video(video, T, H, W))")
+    frames = torch.cat([keep[:, :, :1].expand(-1, -1, tc, -1, -1), keep[:, :, 1:]], dim=2).float()
+    L = frames.shape[2] // tc
+    whole = frames.reshape(B, L, tc, H, W).amin(2)  # kept on every pixel frame of the latent frame
+    tok = -F.max_pool2d(-whole, kernel_size=(s * ph, s * pw))  # kept on every pixel of the token
+    return tok.repeat_interleave(ph, dim=-2).repeat_interleave(pw, dim=-1)[:, None]
+
+
+def ti2v_condition(vae, cond_pixels: torch.Tensor, keep: torch.Tensor, *, reduce: str = "nearest"
+                   ) -> torch.Tensor:
+    """Wan2.2-TI2V-5B's LoRA-Edit condition: ``cond_pixels`` ``(B, 3, T, H, W)`` in [-1, 1] + ``keep`` ``(B, 1, T,
+    H, W)`` -> ``(B, z + 1, L, h, w)`` = ``cat([condition latent, token keep mask])``. Kept tokens are replaced by
+    the condition latent (timestep 0), the others are generated; :func:`token_keep` says which. Latent frame 0 is
+    encoded from frame 0 alone, as the stock pipeline encodes the image. ``reduce`` is accepted for the common
+    interface and ignored: a token is kept only if all of it is (never leaks the edit region)."""
+    check_no_keyframes(keep, LatentGeometry.of(vae).temporal, model="Wan2.2-TI2V",
+                       why="one token mask per latent frame")
+    lat = encode(vae, cond_pixels)
+    lat[:, :, :1] = encode(vae, cond_pixels[:, :, :1])
+    m = token_keep(keep.to(lat.device), LatentGeometry.of(vae)).to(lat.dtype)
+    return torch.cat([lat, m], dim=1)
+
+
 # ----------------------------------------------------------------------------------------------- pipeline
 class MaskedWanI2VPipeline(StagedPipelineMixin, WanImageToVideoPipeline):
     """``WanImageToVideoPipeline`` that takes a prepared condition.
@@ -82,6 +117,10 @@ class MaskedWanI2VPipeline(StagedPipelineMixin, WanImageToVideoPipeline):
     Call with ``condition=`` a ``(B or 1, 4 + z, T_lat, h, w)`` tensor from
     :func:`loraedit_nb.conditioning.build_condition` (or ``condition_from_tensors`` for batches); everything else
     is the stock ``__call__``. Without ``condition`` it behaves exactly like the stock pipeline.
+    The same class runs Wan2.2: with ``transformer_2`` + ``boundary_ratio`` (I2V-A14B, two experts) nothing changes
+    here; with ``expand_timesteps`` (TI2V-5B) the condition is ``(B or 1, z + 1, T_lat, h, w)``
+    (:func:`ti2v_condition`) and ``prepare_latents`` returns the stock 3-tuple ``(latents, condition latent,
+    mask)`` with the mask widened from "frame 0" to LoRA-Edit's token mask (1 = generate).
     """
 
     _lora_condition: torch.Tensor | None = None
@@ -109,11 +148,13 @@ class MaskedWanI2VPipeline(StagedPipelineMixin, WanImageToVideoPipeline):
                                            dtype, device, generator, latents, last_image)
         shape = (batch_size, num_channels_latents, (num_frames - 1) // self.vae_scale_factor_temporal + 1,
                  height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial)
-        if tuple(cond.shape[2:]) != shape[2:] or cond.shape[1] != num_channels_latents + self.vae_scale_factor_temporal:
+        tokens = bool(self.config.expand_timesteps)
+        channels = num_channels_latents + (1 if tokens else self.vae_scale_factor_temporal)
+        if tuple(cond.shape[2:]) != shape[2:] or cond.shape[1] != channels:
             raise ValueError(
                 f"condition shape {tuple(cond.shape)} does not fit a {num_frames}-frame {height}x{width} video "
-                f"(expected (B, {num_channels_latents + self.vae_scale_factor_temporal}, {shape[2]}, {shape[3]}, "
-                f"{shape[4]})): build it from the same clip you pass as height/width/num_frames")
+                f"(expected (B, {channels}, {shape[2]}, {shape[3]}, {shape[4]})): build it from the same clip you "
+                "pass as height/width/num_frames, with this backbone's adapter")
         if cond.shape[0] not in (1, batch_size):
             raise ValueError(f"condition batch {cond.shape[0]} must be 1 or {batch_size}")
         # same call as the stock pipeline so that a given generator yields the same noise
@@ -122,6 +163,8 @@ class MaskedWanI2VPipeline(StagedPipelineMixin, WanImageToVideoPipeline):
         cond = cond.to(device=device, dtype=dtype)
         if cond.shape[0] != batch_size:
             cond = cond.expand(batch_size, -1, -1, -1, -1)
+        if tokens:  # the loop blends (1 - m) * condition + m * latents and gives token i the timestep m_i * t
+            return latents, cond[:, :num_channels_latents], 1 - cond[:, num_channels_latents:]
         return latents, cond
 
 
@@ -136,6 +179,7 @@ class WanAdapter(Adapter):
 
     family = "wan"
     default_negative_prompt = WAN_NEGATIVE_PROMPT
+    expand_timesteps = False  # Wan2.2-TI2V's token-replacement conditioning (WanTI2VAdapter)
 
     def negative_prompt(self, backbone) -> str:
         return "" if backbone.is_tiny else self.default_negative_prompt  # tiny vocabularies lack its words
@@ -167,7 +211,9 @@ class WanAdapter(Adapter):
         cls = cls or self.pipeline_class
         return cls(tokenizer=backbone.tokenizer, text_encoder=backbone.text_encoder, vae=backbone.vae,
                    scheduler=backbone.scheduler, image_processor=backbone.image_processor,
-                   image_encoder=backbone.image_encoder, transformer=backbone.transformer)
+                   image_encoder=backbone.image_encoder, transformer=backbone.transformer,
+                   transformer_2=backbone.transformer_2, boundary_ratio=backbone.boundary_ratio,
+                   expand_timesteps=self.expand_timesteps)
 
     def generate(self, backbone, condition, first_frame, *, prompt, negative_prompt, num_frames, height, width,
                  steps, guidance, flow_shift, generator, callback_on_step_end=None, progress=True):
@@ -193,7 +239,51 @@ class WanAdapter(Adapter):
 WAN = WanAdapter()
 
 
-register_family("wan", lambda tr: isinstance(tr, WanTransformer3DModel), lambda tr: WAN, default=True)
+class WanTI2VAdapter(WanAdapter):
+    """Wan2.2-TI2V-5B: no mask channels; the image condition is *token replacement* (diffusers' ``expand_timesteps``).
+
+    Condition ``(B, z + 1, L, h, w)`` = ``cat([condition latent, token keep mask])`` (:func:`ti2v_condition`). Kept
+    tokens are the condition's clean latents at timestep 0, the others are noisy with the sampled timestep; the
+    transformer reads the 48 latent channels alone. Training builds the same input (:meth:`model_input`) and counts
+    only generated tokens in the loss (:meth:`loss_mask`): kept tokens are clean and must not count.
+    """
+
+    expand_timesteps = True
+    supports_keyframes = False  # one token mask per latent frame (check_no_keyframes)
+
+    def mask_channels(self, vae) -> int:
+        return 1
+
+    def condition(self, vae, cond_pixels, keep, *, reduce="nearest"):
+        return ti2v_condition(vae, cond_pixels, keep, reduce=reduce)
+
+    def mask_part(self, condition):
+        return condition[:, -1:]
+
+    def model_input(self, zt: torch.Tensor, condition: torch.Tensor, t: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = zt.shape[1]
+        gen = 1 - condition[:, z:].to(zt.dtype)
+        x = (1 - gen) * condition[:, :z].to(zt.dtype) + gen * zt
+        # one timestep per token, read at the patch's top-left cell, as the pipeline does (the mask is per token)
+        ts = gen[:, 0, :, ::2, ::2].flatten(1) * (t.to(zt.dtype) * 1000)[:, None]
+        return x, ts
+
+    def loss_mask(self, condition: torch.Tensor) -> torch.Tensor:
+        return 1 - condition[:, -1:]
+
+
+WAN_TI2V = WanTI2VAdapter()
+
+
+def _wan_adapter(transformer) -> WanAdapter:
+    c = getattr(getattr(transformer, "module", transformer), "config", None)  # None: the default family's adapter
+    if c is not None and c.get("in_channels") == c.get("out_channels"):
+        return WAN_TI2V  # Wan2.2-TI2V reads the latents alone (no mask channels)
+    return WAN
+
+
+register_family("wan", lambda tr: isinstance(tr, WanTransformer3DModel), _wan_adapter, default=True)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -233,6 +323,9 @@ def load_wan_folder(path: Path, meta: dict, transformer_class: type, vae_class: 
     sname = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get("_class_name", "")
     scls = FlowMatchEulerDiscreteScheduler if sname == "FlowMatchEulerDiscreteScheduler" else UniPCMultistepScheduler
     transformer = transformer_class.from_pretrained(path / "transformer", torch_dtype=dtype)
+    transformer_2 = None
+    if (path / "transformer_2").is_dir():  # Wan2.2-I2V-A14B's low-noise expert
+        transformer_2 = transformer_class.from_pretrained(path / "transformer_2", torch_dtype=dtype).eval()
     vae = vae_class.from_pretrained(path / "vae", torch_dtype=torch.float32)
 
     def load_text_encoder():
@@ -245,7 +338,8 @@ def load_wan_folder(path: Path, meta: dict, transformer_class: type, vae_class: 
                   AutoTokenizer.from_pretrained(path / "tokenizer"), load_text_encoder(), enc, proc,
                   max_sequence_length=int(meta.get("max_sequence_length", 512)),
                   defaults=meta.get("defaults") or wan_defaults_for(transformer, path.name),
-                  text_encoder_loader=load_text_encoder)
+                  text_encoder_loader=load_text_encoder, transformer_2=transformer_2,
+                  boundary_ratio=meta.get("boundary_ratio"))
     for m in (bb.transformer, *bb.encoders):
         m.eval()
     return place(bb, device)

@@ -77,6 +77,7 @@ class PretrainConfig:
     p_first_last: float = 0.25
     p_drop_caption: float = 0.1
     unknown_weight: float = 3.0
+    object_weight: float = 1.0  # generated cells an object covers weigh this much more (issue 15 lever; 1 = off)
     curriculum_until: float = 0.25  # fraction of steps with linear motion + one object only
     seed: int = 0
     checkpoint_minutes: float = 5.0
@@ -169,6 +170,14 @@ def grow_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[s
                              "attn2.to_out.0.bias", "ffn.net.2.weight", "ffn.net.2.bias")):
                 v.zero_()  # a new block: identity on the residual stream
     return changed
+
+
+def object_cells(masks: np.ndarray, geometry) -> torch.Tensor:
+    """``(B, T, H, W)`` bool object masks -> ``(B, 1, L, h, w)`` float: 1 on latent cells an object touches in any
+    of their pixel frames, grown by one cell (where it moves from and to)."""
+    absent = torch.from_numpy(~masks)[:, None].float()  # "keep" = no object, so pack_mask's 'any' pools objects
+    present = 1 - pack_mask(absent, geometry, reduce="any").amin(1, keepdim=True)
+    return torch.nn.functional.max_pool3d(present, (1, 3, 3), stride=1, padding=(0, 1, 1))
 
 
 def frame_level_keep(batch: int, frames: int, height: int, width: int, first_last: np.ndarray) -> torch.Tensor:
@@ -270,7 +279,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     while step < cfg.steps:
         t0 = time.time()
         curriculum = step < cfg.curriculum_until * cfg.steps
-        videos, _, caps = sample_clips(cfg, rng, curriculum)
+        videos, objects, caps = sample_clips(cfg, rng, curriculum)
         caps = ["" if u < cfg.p_drop_caption else c for u, c in zip(rng.random(cfg.batch), caps, strict=True)]
         x = torch.from_numpy(videos).permute(0, 4, 1, 2, 3) * 2 - 1
         keep = frame_level_keep(cfg.batch, T, S, S, rng.random(cfg.batch) < cfg.p_first_last)
@@ -279,6 +288,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
             z0 = encode(vae, x)
             unknown = 1 - pack_mask(keep, bb.geometry).mean(1, keepdim=True)
         weight = 1 + (cfg.unknown_weight - 1) * unknown
+        if cfg.object_weight != 1:
+            weight = weight * (1 + (cfg.object_weight - 1) * unknown * object_cells(objects, bb.geometry))
         text = pipe_enc._get_t5_prompt_embeds(caps, max_sequence_length=mc.max_sequence_length,
                                               device=torch.device("cpu"), dtype=torch.float32)
         t = torch.sigmoid(torch.randn(cfg.batch, generator=gen) + 0.3)
@@ -335,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     for f in ("run", "steps", "batch", "lr", "text_lr", "seed", "checkpoint_minutes", "export_minutes",
               "export_dir", "threads", "curriculum_until", "decay_from", "rewarm_from", "world", "p_two_objects",
               "max_minutes",
-              "init_from", "warmup"):
+              "init_from", "warmup", "object_weight", "unknown_weight"):
         p.add_argument("--" + f.replace("_", "-"), type=type(getattr(d, f)), default=getattr(d, f))
     for f in ("layers", "ffn"):
         p.add_argument("--" + f, type=int, default=getattr(d.model, f), help="transformer size (model config)")
