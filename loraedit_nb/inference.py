@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .backbones.base import with_flow_shift  # noqa: F401 - re-exported (it used to live here)
 from .conditioning import build_condition, condition_video, decode, keep_mask
-from .lora import add_lora, check_compatible, load_lora, lora_weight_file, set_lora_state
+from .lora import add_lora, check_compatible, load_lora, lora_weight_file, read_lora_meta, set_lora_state
 from .masks import (
     MaskPolarityWarning,  # noqa: F401 - re-exported: callers filter it
     PlainI2VMaskWarning,  # noqa: F401 - re-exported: callers filter it
@@ -89,6 +90,10 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
     The LoRA ends up in the transformer's compute dtype (bf16 for a real model, fp32 for the toy) on the execution
     device, whatever the order of training, loading and fp8 casting."""
 
+    if backbone.transformer_2 is not None:  # Wan2.2-I2V-A14B: one LoRA per expert (either may be None)
+        for which, part in _expert_loras(lora).items():
+            use_lora(backbone.expert(which), part, scale=scale)
+        return
     tr = backbone.transformer
     if getattr(tr, "peft_config", None):
         tr.delete_adapters(list(tr.peft_config))
@@ -108,6 +113,32 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
     fix_lora_dtype(tr, dtype, device=backbone.device)
 
 
+def _expert_loras(lora) -> dict:
+    """``{"high": lora or None, "low": lora or None}`` from what a user may pass for a two-expert backbone: None, a
+    dict by expert, a run or saved LoRA trained for one expert (its config says which), or a folder with ``high/``
+    and ``low/`` (:func:`~loraedit_nb.training.save_experts`)."""
+    out = {"high": None, "low": None}
+    if lora is None:
+        return out
+    if isinstance(lora, dict):
+        bad = set(lora) - set(out)
+        if bad:
+            raise ValueError(f"expert LoRAs are keyed 'high' and 'low', got {sorted(bad)}")
+        return {**out, **lora}
+    if isinstance(lora, (str, os.PathLike)):
+        path = Path(lora)
+        if (path / "high").is_dir() or (path / "low").is_dir():
+            return {e: (path / e if (path / e).is_dir() else None) for e in out}
+        which = read_lora_meta(path).get("train_config", {}).get("expert")
+    else:
+        which = lora.config.expert
+    if which not in out:
+        raise ValueError("this backbone has two experts (Wan2.2-I2V-A14B) and the LoRA says for neither: pass "
+                         "{'high': ..., 'low': ...}, a folder with high/ and low/ (save_experts), or a LoRA trained "
+                         "with expert='high'/'low'")
+    return {**out, which: lora}
+
+
 def _attach_lora(backbone, state_dict: dict, rank: int, alpha, targets, dtype: torch.dtype, scale: float) -> None:
     """A fresh adapter in ``dtype`` on the execution device, then the weights copied in (never via a float8 LoRA)."""
 
@@ -123,8 +154,6 @@ def _attach_lora(backbone, state_dict: dict, rank: int, alpha, targets, dtype: t
 
 def _load_lora_fp8_safe(backbone, path, meta: dict, dtype: torch.dtype, scale: float) -> None:
     """Read a LoRA with diffusers (format conversion included), build the adapter in ``dtype``, copy the weights."""
-    from pathlib import Path
-
 
     file = lora_weight_file(Path(path))
     sd = backbone.adapter.pipeline_class.lora_state_dict(str(file.parent), weight_name=file.name)
@@ -304,8 +333,6 @@ def save_edit(result: EditResult, out: str | os.PathLike, source_video: np.ndarr
     overlay | edited, side by side) and ``NAME.json`` (seed, prompt, seconds and the settings, to reproduce it).
     ``upscale`` repeats pixels in both videos."""
     import json
-    from pathlib import Path
-
 
     out = Path(out)
     folder, name = (out.parent, out.name) if out.suffix == ".mp4" else (out, "edited.mp4")

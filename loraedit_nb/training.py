@@ -73,6 +73,8 @@ class TrainConfig:
     vae_tiling: bool = False  # tiled VAE encoding while caching (HunyuanVideo's VAE needs 18 GB at 480p untiled)
     block_offload: bool = False  # removed: diffusers group offloading discarded LoRA updates (use blocks_to_swap)
     checkpoint_every: int = 0  # 0 = only at the end
+    expert: str | None = None  # two-expert backbones (Wan2.2-I2V-A14B): "high" (t >= boundary) or "low"; see
+    #   train_experts for both
     log_every: int = 10
     seed: int = 0
 
@@ -93,6 +95,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.targets is not None and not isinstance(self.targets, str):
             self.targets = tuple(self.targets)
+        if self.expert not in (None, "high", "low"):
+            raise ValueError(f"expert must be 'high', 'low' or None, got {self.expert!r}")
 
 
 def toy_config(**overrides) -> TrainConfig:
@@ -360,6 +364,47 @@ def _print_plan(backbone, cfg: TrainConfig, frames: int, height: int, width: int
     print(p.table())
 
 
+def expert_view(backbone, expert: str | None):
+    """``(backbone, (t_lo, t_hi))`` to train for ``expert``: a two-expert backbone (Wan2.2-I2V-A14B) seen as the
+    one expert (``transformer`` = it, sharing every other component and the prompt cache) and the flow-time range
+    it denoises — ``"high"``: ``t >= boundary_ratio``, ``"low"``: below. One-expert backbones: unchanged, (0, 1)."""
+    if backbone.transformer_2 is None:
+        if expert is not None:
+            raise ValueError(f"expert={expert!r} is for two-expert backbones (Wan2.2-I2V-A14B); {backbone.name} has "
+                             "one transformer: leave expert=None")
+        return backbone, (0.0, 1.0)
+    if expert is None:
+        raise ValueError(f"{backbone.name} has two experts (high noise: t >= {backbone.boundary_ratio}, low noise: "
+                         "below). Train one with config expert='high' or 'low', or both with train_experts(); the "
+                         "high-noise expert is where layout and motion form, so LoRA-Edit's mask matters there too")
+    return backbone.expert(expert), backbone.expert_range(expert)
+
+
+def train_experts(backbone, samples: Sequence[Sample | CachedSample], config: TrainConfig | None = None,
+                  experts: Sequence[str] = ("high", "low"), **kw) -> dict[str, LoraRun]:
+    """Wan2.2-I2V-A14B: one LoRA per expert, each trained on samples whose timestep falls in its own range, one
+    after the other (only one 14B expert needs the GPU at a time). ``kw`` as :func:`train_lora`; an
+    ``output_dir`` gets one sub-folder per expert. Returns ``{"high": run, "low": run}``; :func:`save_experts`
+    writes them so that stock diffusers loads both."""
+    cfg = config or default_config(backbone)
+    out = kw.pop("output_dir", None)
+    runs = {}
+    for e in experts:
+        runs[e] = train_lora(backbone, samples, replace(cfg, expert=e),
+                             output_dir=None if out is None else Path(out) / e, **kw)
+    return runs
+
+
+def save_experts(runs: dict[str, LoraRun], path: str | os.PathLike, backbone) -> Path:
+    """Write ``path/high`` and ``path/low`` (diffusers' LoRA format each). Stock diffusers:
+    ``pipe.load_lora_weights(path/high)`` then ``pipe.load_lora_weights(path/low, load_into_transformer_2=True)``;
+    :func:`~loraedit_nb.inference.edit_video` takes ``path`` and loads both."""
+    path = Path(path)
+    for e, run in runs.items():
+        run.save(path / e, backbone.expert(e))
+    return path
+
+
 def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: TrainConfig | None = None, *,
                output_dir: str | os.PathLike | None = None, init_lora: LoraRun | str | os.PathLike | None = None,
                callback: Callable[[int, float, object], None] | None = None, callback_every: int = 0,
@@ -387,6 +432,7 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
     from .memory import apply_fp8, enable_block_swap, fix_lora_dtype, quiet_checkpoint_warning
 
     cfg = config or default_config(backbone)
+    backbone, t_range = expert_view(backbone, cfg.expert)
     if cfg.targets is None:  # the family's LoRA targets, recorded in the run's config and the saved LoRA
         cfg = replace(cfg, targets=backbone.adapter.lora_targets)
     if not samples:
@@ -493,6 +539,7 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
         cond = torch.cat([pool[i].condition for i in idx]).to(dev)
         context = collate_context([pool[i].context for i in idx], dev)
         t = sample_timesteps(cfg.batch_size, scheme=cfg.timesteps, shift=cfg.shift, generator=gen)
+        t = t_range[0] + (t_range[1] - t_range[0]) * t  # an expert learns only its own timesteps
         noise = torch.randn(z0.shape, generator=gen).to(dev)
         weight = region_weights(cond, w_generate=cfg.w_generate, w_keep=cfg.w_keep, adapter=adapter)
         loss = training_step_loss(tr_p, z0, cond, context, t.to(dev), noise, weight, compute,

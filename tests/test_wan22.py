@@ -140,3 +140,48 @@ def test_a14b_backbone_folder_round_trip(a14b, tmp_path):
     assert bb.boundary_ratio == 0.9 and bb.transformer_2 is not None and bb.image_encoder is None
     for a, b in zip(a14b.transformer_2.parameters(), bb.transformer_2.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a14b_trains_one_lora_per_expert_in_its_own_timesteps_and_stock_diffusers_loads_both(a14b, tmp_path):
+    from loraedit_nb import regimes as R
+    from loraedit_nb.training import save_experts, toy_config, train_experts, train_lora
+
+    video = _clip()
+    mask = np.zeros((T, H, W), bool)
+    mask[1:, 16:48, 16:48] = True
+    samples = [R.motion_sample(video, mask, "a red square")]
+    cfg = toy_config(steps=3, lr=5e-2, rank=4, colour_aug=None)
+    with pytest.raises(ValueError, match="two experts"):
+        train_lora(a14b, samples, cfg, progress=False)
+    seen = {"transformer": [], "transformer_2": []}
+    hooks = [getattr(a14b, k).register_forward_pre_hook(
+        lambda m, a, kw, k=k: seen[k].append(float(kw["timestep"].flatten()[0])), with_kwargs=True) for k in seen]
+    try:
+        runs = train_experts(a14b, samples, cfg, progress=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen["transformer"] and min(seen["transformer"]) >= 900, seen  # high-noise expert: t >= 0.9 only
+    assert seen["transformer_2"] and max(seen["transformer_2"]) < 900, seen
+    assert runs["high"].config.expert == "high" and runs["low"].config.expert == "low"
+    path = save_experts(runs, tmp_path / "lora", a14b)
+    ours = edit_video(a14b, path, video, mask, video[0], seed=4, **KW).video
+    plain = edit_video(a14b, None, video, mask, video[0], seed=4, **KW).video
+    assert np.abs(ours - plain).max() > 1e-4
+    # stock diffusers: the high expert's LoRA into transformer, the low one's into transformer_2
+    fresh = load_backbone("tiny-wan22-a14b")
+    pipe = fresh.adapter.pipeline(fresh, WanImageToVideoPipeline)
+    pipe.load_lora_weights(str(path / "high"), weight_name="pytorch_lora_weights.safetensors", adapter_name="h")
+    pipe.load_lora_weights(str(path / "low"), weight_name="pytorch_lora_weights.safetensors", adapter_name="l",
+                           load_into_transformer_2=True)
+    x = torch.randn(1, 36, 3, 8, 12)
+    kw = dict(timestep=torch.tensor([500.0]), encoder_hidden_states=fresh.encode_prompt("a red square"),
+              return_dict=False)
+    from loraedit_nb.inference import use_lora
+
+    use_lora(a14b, path)
+    with torch.no_grad():
+        for ours_tr, stock_tr in ((a14b.transformer, pipe.transformer), (a14b.transformer_2, pipe.transformer_2)):
+            torch.testing.assert_close(stock_tr(x, **kw)[0], ours_tr(x, **kw)[0], atol=1e-5, rtol=0)
+    use_none = edit_video(a14b, None, video, mask, video[0], seed=4, **KW).video
+    np.testing.assert_array_equal(use_none, plain)  # None takes both LoRAs off again

@@ -288,6 +288,26 @@ class Backbone:
         gc.collect()
         return True
 
+    EXPERTS = ("high", "low")
+
+    def expert(self, which: str) -> Backbone:
+        """A two-expert backbone (Wan2.2-I2V-A14B) seen as one expert: ``"high"`` (``transformer``, flow times
+        ``t >= boundary_ratio``) or ``"low"`` (``transformer_2``, below), sharing every other component and the
+        prompt cache. Training and LoRA loading work on this view as on a one-transformer backbone."""
+        if self.transformer_2 is None or which not in self.EXPERTS:
+            raise ValueError(f"expert {which!r}: {self.name} has "
+                             + ("two experts, 'high' and 'low'" if self.transformer_2 is not None else
+                                "one transformer (experts are for Wan2.2-I2V-A14B)"))
+        import dataclasses
+
+        return dataclasses.replace(self, transformer=self.transformer if which == "high" else self.transformer_2,
+                                   transformer_2=None, boundary_ratio=None, prompt_cache=self.prompt_cache)
+
+    def expert_range(self, which: str) -> tuple[float, float]:
+        """The flow times ``(lo, hi)`` in (0, 1) an expert denoises (``t = timestep / 1000``)."""
+        b = float(self.boundary_ratio)
+        return (b, 1.0) if which == "high" else (0.0, b)
+
     def pipeline(self, cls: type | None = None):
         """A diffusers pipeline sharing these components (no copies). ``cls`` defaults to the family's stock I2V
         pipeline (``WanImageToVideoPipeline`` / ``HunyuanVideoImageToVideoPipeline``)."""
