@@ -116,7 +116,7 @@ def use_lora(backbone, lora, *, scale: float = 1.0) -> None:
 def _expert_loras(lora) -> dict:
     """``{"high": lora or None, "low": lora or None}`` from what a user may pass for a two-expert backbone: None, a
     dict by expert, a run or saved LoRA trained for one expert (its config says which), or a folder with ``high/``
-    and ``low/`` (:func:`~loraedit_nb.training.save_experts`)."""
+    and ``low/`` (``LoraRun.save`` of a pair)."""
     out = {"high": None, "low": None}
     if lora is None:
         return out
@@ -130,11 +130,13 @@ def _expert_loras(lora) -> dict:
         if (path / "high").is_dir() or (path / "low").is_dir():
             return {e: (path / e if (path / e).is_dir() else None) for e in out}
         which = read_lora_meta(path).get("train_config", {}).get("expert")
+    elif getattr(lora, "experts", None):
+        return {**out, **lora.experts}
     else:
         which = lora.config.expert
     if which not in out:
         raise ValueError("this backbone has two experts (Wan2.2-I2V-A14B) and the LoRA says for neither: pass "
-                         "{'high': ..., 'low': ...}, a folder with high/ and low/ (save_experts), or a LoRA trained "
+                         "{'high': ..., 'low': ...}, a folder with high/ and low/ (a saved pair), or a LoRA trained "
                          "with expert='high'/'low'")
     return {**out, which: lora}
 

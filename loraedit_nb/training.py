@@ -210,8 +210,17 @@ class LoraRun:
     path: Path | None = None
     seconds: float = 0.0
     memory: dict = field(default_factory=dict)  # peak memory, blocks swapped, swap counts
+    experts: dict[str, LoraRun] | None = None  # Wan2.2-I2V-A14B: one run per expert ("high", "low")
 
     def save(self, path: str | os.PathLike, backbone) -> Path:
+        """Write the LoRA in diffusers' format. A pair of expert LoRAs goes to ``path/high`` and ``path/low``; stock
+        diffusers loads them with ``pipe.load_lora_weights(path/high)`` and ``pipe.load_lora_weights(path/low,
+        load_into_transformer_2=True)``; :func:`~loraedit_nb.inference.edit_video` takes ``path``."""
+        if self.experts:
+            for e, run in self.experts.items():
+                run.save(Path(path) / e, backbone.expert(e) if backbone.transformer_2 is not None else backbone)
+            self.path = Path(path)
+            return self.path
         self.path = save_lora(path, self.state_dict, transformer=backbone.transformer, rank=self.config.rank,
                               alpha=self.config.alpha or self.config.rank, targets=self.config.targets,
                               extra={"train_config": _json_config(self.config), "steps": len(self.history)})
@@ -375,34 +384,34 @@ def expert_view(backbone, expert: str | None):
         return backbone, (0.0, 1.0)
     if expert is None:
         raise ValueError(f"{backbone.name} has two experts (high noise: t >= {backbone.boundary_ratio}, low noise: "
-                         "below). Train one with config expert='high' or 'low', or both with train_experts(); the "
-                         "high-noise expert is where layout and motion form, so LoRA-Edit's mask matters there too")
+                         "below): pick one with expert='high' or 'low', or train both (train_lora does with "
+                         "expert=None); the high-noise expert is where layout and motion form, so it must learn "
+                         "LoRA-Edit's mask too")
     return backbone.expert(expert), backbone.expert_range(expert)
 
 
 def train_experts(backbone, samples: Sequence[Sample | CachedSample], config: TrainConfig | None = None,
-                  experts: Sequence[str] = ("high", "low"), **kw) -> dict[str, LoraRun]:
-    """Wan2.2-I2V-A14B: one LoRA per expert, each trained on samples whose timestep falls in its own range, one
-    after the other (only one 14B expert needs the GPU at a time). ``kw`` as :func:`train_lora`; an
-    ``output_dir`` gets one sub-folder per expert. Returns ``{"high": run, "low": run}``; :func:`save_experts`
-    writes them so that stock diffusers loads both."""
+                  experts: Sequence[str] = ("high", "low"), **kw) -> LoraRun:
+    """Wan2.2-I2V-A14B: one LoRA per expert, each trained for ``config.steps`` on samples whose timestep falls in
+    its own range, one after the other (only one 14B expert needs the GPU at a time); :func:`train_lora` does this
+    for a two-expert backbone when ``config.expert`` is None. ``kw`` as :func:`train_lora`; an ``output_dir`` gets
+    one sub-folder per expert (each resumable) and the pair in ``output_dir/lora``. Returns one :class:`LoraRun`
+    whose ``experts`` holds the run of each; its ``history`` runs on through both (entries say which expert)."""
     cfg = config or default_config(backbone)
     out = kw.pop("output_dir", None)
-    runs = {}
+    init = kw.pop("init_lora", None)
+    runs, history, seconds = {}, [], 0.0
     for e in experts:
-        runs[e] = train_lora(backbone, samples, replace(cfg, expert=e),
-                             output_dir=None if out is None else Path(out) / e, **kw)
-    return runs
-
-
-def save_experts(runs: dict[str, LoraRun], path: str | os.PathLike, backbone) -> Path:
-    """Write ``path/high`` and ``path/low`` (diffusers' LoRA format each). Stock diffusers:
-    ``pipe.load_lora_weights(path/high)`` then ``pipe.load_lora_weights(path/low, load_into_transformer_2=True)``;
-    :func:`~loraedit_nb.inference.edit_video` takes ``path`` and loads both."""
-    path = Path(path)
-    for e, run in runs.items():
-        run.save(path / e, backbone.expert(e))
-    return path
+        part = None if init is None else (init.experts or {}).get(e) if isinstance(init, LoraRun) else Path(init) / e
+        run = train_lora(backbone, samples, replace(cfg, expert=e), init_lora=part,
+                         output_dir=None if out is None else Path(out) / e, **kw)
+        history += [{**h, "step": h["step"] + len(history), "expert": e} for h in run.history]
+        runs[e], seconds = run, seconds + run.seconds
+    pair = LoraRun({}, replace(cfg, expert=None), history, seconds=seconds, experts=runs,
+                   memory={e: r.memory for e, r in runs.items()})
+    if out is not None:
+        pair.save(Path(out) / "lora", backbone)
+    return pair
 
 
 def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: TrainConfig | None = None, *,
@@ -432,6 +441,9 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
     from .memory import apply_fp8, enable_block_swap, fix_lora_dtype, quiet_checkpoint_warning
 
     cfg = config or default_config(backbone)
+    if backbone.transformer_2 is not None and cfg.expert is None:  # Wan2.2-I2V-A14B: both experts, in turn
+        return train_experts(backbone, samples, cfg, output_dir=output_dir, init_lora=init_lora, callback=callback,
+                             callback_every=callback_every, progress=progress, stop_after=stop_after)
     backbone, t_range = expert_view(backbone, cfg.expert)
     if cfg.targets is None:  # the family's LoRA targets, recorded in the run's config and the saved LoRA
         cfg = replace(cfg, targets=backbone.adapter.lora_targets)

@@ -144,30 +144,35 @@ def test_a14b_backbone_folder_round_trip(a14b, tmp_path):
 
 def test_a14b_trains_one_lora_per_expert_in_its_own_timesteps_and_stock_diffusers_loads_both(a14b, tmp_path):
     from loraedit_nb import regimes as R
-    from loraedit_nb.training import save_experts, toy_config, train_experts, train_lora
+    from loraedit_nb.training import toy_config, train_lora
 
     video = _clip()
     mask = np.zeros((T, H, W), bool)
     mask[1:, 16:48, 16:48] = True
     samples = [R.motion_sample(video, mask, "a red square")]
     cfg = toy_config(steps=3, lr=5e-2, rank=4, colour_aug=None)
-    with pytest.raises(ValueError, match="two experts"):
-        train_lora(a14b, samples, cfg, progress=False)
+    with pytest.raises(ValueError, match="one transformer"):
+        train_lora(load_backbone("tiny-random"), samples, toy_config(steps=1, expert="high"), progress=False)
     seen = {"transformer": [], "transformer_2": []}
     hooks = [getattr(a14b, k).register_forward_pre_hook(
         lambda m, a, kw, k=k: seen[k].append(float(kw["timestep"].flatten()[0])), with_kwargs=True) for k in seen]
     try:
-        runs = train_experts(a14b, samples, cfg, progress=False)
+        run = train_lora(a14b, samples, cfg, progress=False)  # both experts, in turn
     finally:
         for h in hooks:
             h.remove()
     assert seen["transformer"] and min(seen["transformer"]) >= 900, seen  # high-noise expert: t >= 0.9 only
     assert seen["transformer_2"] and max(seen["transformer_2"]) < 900, seen
-    assert runs["high"].config.expert == "high" and runs["low"].config.expert == "low"
-    path = save_experts(runs, tmp_path / "lora", a14b)
+    assert run.experts["high"].config.expert == "high" and run.experts["low"].config.expert == "low"
+    assert [h["expert"] for h in run.history] == ["high"] * 3 + ["low"] * 3
+    assert [h["step"] for h in run.history] == list(range(1, 7))
+    in_memory = edit_video(a14b, run, video, mask, video[0], seed=4, **KW).video
+    path = run.save(tmp_path / "lora", a14b)
+    assert (path / "high" / "pytorch_lora_weights.safetensors").exists() and (path / "low").is_dir()
     ours = edit_video(a14b, path, video, mask, video[0], seed=4, **KW).video
     plain = edit_video(a14b, None, video, mask, video[0], seed=4, **KW).video
     assert np.abs(ours - plain).max() > 1e-4
+    np.testing.assert_allclose(ours, in_memory, atol=1e-5)
     # stock diffusers: the high expert's LoRA into transformer, the low one's into transformer_2
     fresh = load_backbone("tiny-wan22-a14b")
     pipe = fresh.adapter.pipeline(fresh, WanImageToVideoPipeline)
