@@ -400,12 +400,15 @@ def train_experts(backbone, samples: Sequence[Sample | CachedSample], config: Tr
     cfg = config or default_config(backbone)
     out = kw.pop("output_dir", None)
     init = kw.pop("init_lora", None)
+    user_cb = kw.pop("callback", None)
     runs, history, seconds = {}, [], 0.0
-    for e in experts:
+    for i, e in enumerate(experts):
         part = None if init is None else (init.experts or {}).get(e) if isinstance(init, LoraRun) else Path(init) / e
-        run = train_lora(backbone, samples, replace(cfg, expert=e), init_lora=part,
+        # callbacks see one run: steps go on through both experts, previews use the whole two-expert backbone
+        cb = None if user_cb is None else (lambda step, loss, _, off=i * cfg.steps: user_cb(off + step, loss, backbone))
+        run = train_lora(backbone, samples, replace(cfg, expert=e), init_lora=part, callback=cb,
                          output_dir=None if out is None else Path(out) / e, **kw)
-        history += [{**h, "step": h["step"] + len(history), "expert": e} for h in run.history]
+        history += [{**h, "step": h["step"] + i * cfg.steps, "expert": e} for h in run.history]
         runs[e], seconds = run, seconds + run.seconds
     pair = LoraRun({}, replace(cfg, expert=None), history, seconds=seconds, experts=runs,
                    memory={e: r.memory for e, r in runs.items()})

@@ -64,27 +64,30 @@ def test_notebook_runs_top_to_bottom(path, timings):
         pytest.fail(f"{path.name} failed after {seconds} s (executed copy: {OUT / path.name}):\n{error}", pytrace=False)
 
 
-# The same notebooks with the second backbone family: a tiny random HunyuanVideo-I2V (plumbing only: quality
-# floors are asserted on the pretrained toy backbone alone). Runs after the toy runs, which reuse each other's LoRA.
-HUNYUAN_PARAMS = {"BACKBONE": "tiny-hunyuan", "TRAIN_STEPS": 20, "APPEARANCE_STEPS": 10, "REUSE_02": False,
-                  "PREVIEW_EVERY": 10}
+# The same notebooks with the other backbones, on tiny random configs (plumbing only: quality floors are asserted
+# on the pretrained toy backbone alone): HunyuanVideo-I2V, Wan2.2-I2V-A14B (two experts), Wan2.2-TI2V-5B (token
+# mask). Runs after the toy runs, which reuse each other's LoRA.
+OTHER_PARAMS = {"TRAIN_STEPS": 20, "APPEARANCE_STEPS": 10, "REUSE_02": False, "PREVIEW_EVERY": 10}
+OTHER_BACKBONES = ("tiny-hunyuan", "tiny-wan22-a14b", "tiny-wan22-ti2v")
 
 
+@pytest.mark.parametrize("backbone", OTHER_BACKBONES)
 @pytest.mark.parametrize("path", NOTEBOOKS[:4], ids=lambda p: p.stem)
-def test_notebook_runs_with_the_hunyuan_backbone(path):
+def test_notebook_runs_with_the_other_backbones(path, backbone):
     import nbformat
 
     from loraedit_nb.notebook_runner import run_notebook
 
     names = set("".join(c["source"]) for c in nbformat.read(path, as_version=4).cells
                 if "parameters" in c.get("metadata", {}).get("tags", []))
-    params = {k: v for k, v in HUNYUAN_PARAMS.items() if k in next(iter(names))}
-    seconds, error = run_notebook(path, OUT, timeout=CELL_TIMEOUT, parameters=params, name=path.stem + "_hunyuan")
+    params = {k: v for k, v in {"BACKBONE": backbone, **OTHER_PARAMS}.items() if k in next(iter(names))}
+    name = f"{path.stem}_{backbone}"
+    seconds, error = run_notebook(path, OUT, timeout=CELL_TIMEOUT, parameters=params, name=name)
     if error is not None:
         pytest.fail(f"{path.name} with {params} failed after {seconds} s:\n{error}", pytrace=False)
-    executed = nbformat.read(OUT / (path.stem + "_hunyuan.ipynb"), as_version=4)
+    executed = nbformat.read(OUT / (name + ".ipynb"), as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c["cell_type"] == "code" for o in c.get("outputs", []))
-    assert "tiny-hunyuan" in text, "the notebook should report the backbone it ran"
+    assert backbone in text, "the notebook should report the backbone it ran"
 
 
 def test_every_notebook_opens_with_the_same_setup_cell_and_colab_says_what_to_set(tmp_path, monkeypatch):

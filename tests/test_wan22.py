@@ -190,3 +190,20 @@ def test_a14b_trains_one_lora_per_expert_in_its_own_timesteps_and_stock_diffuser
             torch.testing.assert_close(stock_tr(x, **kw)[0], ours_tr(x, **kw)[0], atol=1e-5, rtol=0)
     use_none = edit_video(a14b, None, video, mask, video[0], seed=4, **KW).video
     np.testing.assert_array_equal(use_none, plain)  # None takes both LoRAs off again
+
+
+@pytest.mark.parametrize("name", ["tiny-wan22-a14b", "tiny-wan22-ti2v"])
+def test_the_wan22_hub_loader_reads_a_stock_pipeline_folder(name, tmp_path):
+    """The Hub loader, pointed at a folder the stock pipeline wrote (the Hub's layout): experts, boundary, token
+    conditioning and the official sampling defaults come through; no CLIP encoder is asked for."""
+    from loraedit_nb.backbones.wan import WAN22_A14B_DEFAULTS, WAN22_TI2V_DEFAULTS, load_wan22_hub
+
+    bb = load_backbone(name)
+    bb.adapter.pipeline(bb, WanImageToVideoPipeline).save_pretrained(tmp_path / "hub")
+    got = load_wan22_hub(str(tmp_path / "hub"), torch.float32, None)
+    ti2v = name.endswith("ti2v")
+    assert (got.transformer_2 is None) == ti2v and got.boundary_ratio == (None if ti2v else 0.9)
+    assert got.defaults == (WAN22_TI2V_DEFAULTS if ti2v else WAN22_A14B_DEFAULTS) and got.image_encoder is None
+    assert type(got.adapter) is type(bb.adapter)
+    for a, b in zip(bb.transformer.parameters(), got.transformer.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -36,6 +36,8 @@ from .loader import load_backbone
 from .toy import PatchifyVAE, XPredWanTransformer3DModel, tiny_random_backbone, tiny_random_hunyuan
 from .wan import (
     WAN,
+    WAN22_A14B,
+    WAN22_TI2V,
     WAN_480P,
     WAN_720P,
     WAN_DEFAULTS,
@@ -50,6 +52,6 @@ __all__ = [
     "DATA_DIR", "META_FILE", "TINY_BACKBONES", "TOY_DIR", "Adapter", "Backbone", "ClipSizeWarning", "adapter_for",
     "clip_image_processor_class", "collate_context", "place", "register_family", "resolve_device", "HUNYUAN_I2V",
     "HunyuanI2VAdapter", "MaskedHunyuanI2VPipeline", "load_backbone", "PatchifyVAE", "XPredWanTransformer3DModel",
-    "tiny_random_backbone", "tiny_random_hunyuan", "WAN", "WAN_480P", "WAN_720P", "WAN_DEFAULTS",
-    "WAN_NEGATIVE_PROMPT", "WAN_TARGETS", "MaskedWanI2VPipeline", "WanAdapter", "condition_from_tensors",
+    "tiny_random_backbone", "tiny_random_hunyuan", "WAN", "WAN_480P", "WAN_720P", "WAN22_A14B", "WAN22_TI2V",
+    "WAN_DEFAULTS", "WAN_NEGATIVE_PROMPT", "WAN_TARGETS", "MaskedWanI2VPipeline", "WanAdapter", "condition_from_tensors",
 ]

@@ -16,7 +16,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from .base import META_FILE, TOY_DIR, Backbone, _no_weight_bars, place
 from .hunyuan import HUNYUAN_I2V, load_hunyuan_folder, load_hunyuan_hub
 from .toy import PatchifyVAE, XPredWanTransformer3DModel, tiny_random_backbone, tiny_random_hunyuan
-from .wan import WAN_480P, load_wan_folder, load_wan_hub
+from .wan import WAN22_A14B, WAN22_TI2V, WAN_480P, load_wan22_hub, load_wan_folder, load_wan_hub
 
 # class names in a saved folder's config -> classes (Wan family: Wan's own and the toy's)
 TRANSFORMER_CLASSES = {c.__name__: c for c in (WanTransformer3DModel, XPredWanTransformer3DModel)}
@@ -47,8 +47,8 @@ def _class_name(folder: Path, fallback: str | None) -> str:
 
 def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = torch.float32,
                   device: str | torch.device | None = None) -> Backbone:
-    """Load a backbone by name (``"toy"``, ``"tiny-random"``, ``"tiny-hunyuan"``, ``"hunyuan-i2v"``), Hub id, or
-    local folder.
+    """Load a backbone by name (``"toy"``, ``"tiny-random"``, ``"tiny-hunyuan"``, ``"tiny-wan22-a14b"``,
+    ``"tiny-wan22-ti2v"``, ``"hunyuan-i2v"``, ``"wan22-i2v-a14b"``, ``"wan22-ti2v-5b"``), Hub id, or local folder.
 
     ``dtype`` applies to the transformer and encoders (the VAE stays float32, as diffusers recommends for Wan).
     Use ``torch.bfloat16`` and ``device="cuda"`` for the 14B model: its weights are then loaded on the **CPU** and
@@ -60,6 +60,8 @@ def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = 
     if name == "tiny-hunyuan":
         bb = tiny_random_hunyuan()
         return place(bb.to(None, dtype) if dtype != torch.float32 else bb, device)
+    if name in ("wan22-i2v-a14b", "wan22-ti2v-5b"):
+        return load_wan22_hub(WAN22_A14B if name == "wan22-i2v-a14b" else WAN22_TI2V, dtype, device)
     if name in ("hunyuan-i2v", "hunyuanvideo-community/HunyuanVideo-I2V-33ch"):
         return load_hunyuan_hub(HUNYUAN_I2V, dtype, device)
     if name in ("tiny-random", "tiny-wan22-a14b", "tiny-wan22-ti2v"):
@@ -78,7 +80,9 @@ def load_backbone(name_or_path: str | os.PathLike = "toy", dtype: torch.dtype = 
     if name.count("/") == 1 and not name.startswith((".", "/")):
         if "hunyuan" in name.lower():
             return load_hunyuan_hub(name, dtype, device)
+        if "wan2.2" in name.lower():
+            return load_wan22_hub(name, dtype, device)
         return load_wan_hub(name, dtype, device)
     raise FileNotFoundError(f"no backbone {name!r}: use 'toy', 'tiny-random', 'tiny-hunyuan', 'tiny-wan22-a14b', "
-                            "'tiny-wan22-ti2v', 'hunyuan-i2v', a "
+                            "'tiny-wan22-ti2v', 'hunyuan-i2v', 'wan22-i2v-a14b', 'wan22-ti2v-5b', a "
                             f"local folder or a Hub id like {WAN_480P!r}")

@@ -45,6 +45,13 @@ from .latents import LatentGeometry, check_no_keyframes, encode, pack_mask
 
 WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 WAN_720P = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+WAN22_A14B = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+WAN22_TI2V = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+# Official sampling settings (Wan-Video/Wan2.2 wan/configs/wan_i2v_A14B.py, wan_ti2v_5B.py): A14B 40 steps, shift 5,
+# guidance 3.5 for both experts, boundary 0.9, 16 fps; TI2V-5B 50 steps, shift 5, guidance 5, 24 fps. Sizes are the
+# paper's 480p (TI2V's token grid needs multiples of 32: 832 x 480 is 26 x 15 tokens).
+WAN22_A14B_DEFAULTS = dict(height=480, width=832, num_frames=49, steps=40, guidance=3.5, flow_shift=5.0, fps=16)
+WAN22_TI2V_DEFAULTS = dict(height=480, width=832, num_frames=49, steps=50, guidance=5.0, flow_shift=5.0, fps=24)
 WAN_DEFAULTS = dict(height=480, width=832, num_frames=49, steps=30, guidance=5.0, flow_shift=5.0, fps=16)
 
 # Wan's standard negative prompt (what the paper's code passes at inference)
@@ -310,6 +317,25 @@ def load_wan_hub(repo_id: str, dtype, device) -> Backbone:  # pragma: no cover -
         defaults.update(height=720, width=1280)
     bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder,
                   pipe.image_encoder, pipe.image_processor, max_sequence_length=512, defaults=defaults,
+                  text_encoder_loader=lambda: UMT5EncoderModel.from_pretrained(
+                      repo_id, subfolder="text_encoder", dtype=dtype).eval())
+    return place(bb, device)
+
+
+def load_wan22_hub(repo_id: str, dtype, device) -> Backbone:
+    """Wan2.2 in diffusers format: I2V-A14B (two 14B experts + the Wan2.1 VAE, ~57 GB bf16 of experts on the CPU,
+    one on the GPU at a time) or TI2V-5B (one 5B transformer + the 48-channel x16 VAE). No CLIP image encoder: the
+    edited first frame reaches the model through the VAE condition and the prompt only. ``repo_id`` may be a local
+    copy of the Hub folder (tested on one written by the stock pipeline's ``save_pretrained``)."""
+    from transformers import UMT5EncoderModel
+
+    vae = AutoencoderKLWan.from_pretrained(repo_id, subfolder="vae", torch_dtype=torch.float32)
+    pipe = WanImageToVideoPipeline.from_pretrained(repo_id, vae=vae, torch_dtype=dtype)
+    ti2v = bool(pipe.config.expand_timesteps)
+    defaults = dict(WAN22_TI2V_DEFAULTS if ti2v else WAN22_A14B_DEFAULTS)
+    bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder, None, None,
+                  max_sequence_length=512, defaults=defaults, transformer_2=pipe.transformer_2,
+                  boundary_ratio=pipe.config.boundary_ratio,
                   text_encoder_loader=lambda: UMT5EncoderModel.from_pretrained(
                       repo_id, subfolder="text_encoder", dtype=dtype).eval())
     return place(bb, device)
