@@ -53,5 +53,6 @@ __all__ = [
     "clip_image_processor_class", "collate_context", "place", "register_family", "resolve_device", "HUNYUAN_I2V",
     "HunyuanI2VAdapter", "MaskedHunyuanI2VPipeline", "load_backbone", "PatchifyVAE", "XPredWanTransformer3DModel",
     "tiny_random_backbone", "tiny_random_hunyuan", "WAN", "WAN_480P", "WAN_720P", "WAN22_A14B", "WAN22_TI2V",
-    "WAN_DEFAULTS", "WAN_NEGATIVE_PROMPT", "WAN_TARGETS", "MaskedWanI2VPipeline", "WanAdapter", "condition_from_tensors",
+    "WAN_DEFAULTS", "WAN_NEGATIVE_PROMPT", "WAN_TARGETS", "MaskedWanI2VPipeline", "WanAdapter",
+    "condition_from_tensors",
 ]
