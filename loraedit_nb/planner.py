@@ -114,7 +114,11 @@ class Family:
     text_releasable: bool  # the loader can re-create the text encoder (release_text_encoder frees it)
     guidance_passes: int  # transformer forwards per denoising step in editing (CFG: 2, run one after the other)
     latent_channels: int = 16
-    condition_channels: int = 20  # Wan: 4 mask + 16; Hunyuan: 16 + 1
+    condition_channels: int = 20  # Wan: 4 mask + 16; Hunyuan: 16 + 1; Wan2.2-TI2V: 48 + 1
+    measured: str = ""  # whose measured activation figures apply (default: name); others are scaled by width
+    vae_spatial: int = 8  # pixels per latent cell (Wan2.2-TI2V: 16)
+    experts: int = 1  # transformers of this size (Wan2.2-I2V-A14B: 2, one on the GPU at a time)
+    vae_scale: tuple[float, float] = (1.0, 1.0)  # (encode, decode) factor on the measured VAE figures (estimates)
     # load dtypes (bytes per parameter), as backbones/wan.py / hunyuan.py load them
     dtype_bytes: dict = field(default_factory=dict)
 
@@ -128,10 +132,28 @@ HUNYUAN = Family("hunyuan", "hunyuanvideo-i2v-33ch.transformer", "llava-llama-3-
                  "clip-vit-l-14.text", None, "hunyuanvideo.vae", text_tokens=256 + 103 + 575, context_tokens=544,
                  text_releasable=False, guidance_passes=1, condition_channels=17,
                  dtype_bytes={"text_encoder": 2, "text_encoder_2": 2, "vae": 4})
+# Wan2.2 (not measured on a GPU by this project): the Wan figures, scaled by width. A14B = Wan2.1-I2V-14B's
+# transformer without CLIP, twice (the experts take turns on the GPU; host RAM holds both). TI2V-5B: 3072 wide,
+# tokens of 32 px (x16 VAE), 48 latent channels; its VAE convolves at half resolution after 2x2 input patches with
+# 160 (encoder) / 256 (decoder) base channels against Wan2.1's 96 at full resolution, so the Wan2.1 VAE figures are
+# scaled by 160/96/4 and 256/96/4 — an estimate, said in every plan's notes.
+WAN22_A14B = Family("wan22-a14b", "wan2.2-i2v-a14b.transformer", "umt5-xxl.encoder", None, None, "wan2.1.vae",
+                    text_tokens=512, context_tokens=512, text_releasable=True, guidance_passes=2, measured="wan",
+                    experts=2, dtype_bytes={"text_encoder": 2, "vae": 4})
+WAN22_TI2V = Family("wan22-ti2v", "wan2.2-ti2v-5b.transformer", "umt5-xxl.encoder", None, None, "wan2.2.vae",
+                    text_tokens=512, context_tokens=512, text_releasable=True, guidance_passes=2,
+                    latent_channels=48, condition_channels=49, measured="wan", vae_spatial=16,
+                    vae_scale=(160 / 96 / 4, 256 / 96 / 4), dtype_bytes={"text_encoder": 2, "vae": 4})
 BACKBONES = {
     "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers": WAN, "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": WAN,
     "wan2.1-i2v-14b": WAN, "hunyuan-i2v": HUNYUAN, "hunyuanvideo-community/HunyuanVideo-I2V-33ch": HUNYUAN,
+    "Wan-AI/Wan2.2-I2V-A14B-Diffusers": WAN22_A14B, "wan22-i2v-a14b": WAN22_A14B,
+    "Wan-AI/Wan2.2-TI2V-5B-Diffusers": WAN22_TI2V, "wan22-ti2v-5b": WAN22_TI2V,
 }
+
+
+def _m(fam: Family) -> str:
+    return fam.measured or fam.name
 
 
 def load_config(name: str) -> dict:
@@ -237,6 +259,10 @@ def resolve(backbone: str | dict) -> tuple[Family, dict]:
         cfg = {k: v for k, v in backbone.items() if not k.startswith("_")}
         if "num_single_layers" in cfg:
             fam = HUNYUAN
+        elif ("image_dim" in cfg or "added_kv_proj_dim" in cfg) and cfg.get("in_channels") == cfg.get("out_channels"):
+            fam = WAN22_TI2V
+        elif "image_dim" in cfg and cfg.get("image_dim") is None:
+            fam = WAN22_A14B
         elif "image_dim" in cfg or "added_kv_proj_dim" in cfg:
             fam = WAN
         else:
@@ -339,22 +365,23 @@ class _Clip:
         return self.latent_frames * (self.height // 8) * (self.width // 8)
 
 
-def _clip(spec: dict, frames: int, height: int, width: int) -> _Clip:
+def _clip(spec: dict, frames: int, height: int, width: int, spatial: int = 8) -> _Clip:
     if frames < 1 or (frames - 1) % 4:
         raise ValueError(f"frames must be 4k + 1 (the VAE's temporal stride), got {frames}")
-    if height % 16 or width % 16 or height <= 0 or width <= 0:
-        raise ValueError(f"height and width must be positive multiples of 16, got {height}x{width}")
     cfg = spec["config"]
     p = cfg.get("patch_size", (1, 2, 2))
     pt, ph, pw = (cfg.get("patch_size_t", 1), p, p) if isinstance(p, int) else tuple(p)
+    px = spatial * max(ph, pw)  # pixels per token side
+    if height % px or width % px or height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive multiples of {px} (one token), got {height}x{width}")
     lat = (frames - 1) // 4 + 1
-    return _Clip(frames, height, width, lat, lat // pt * (height // 8 // ph) * (width // 8 // pw))
+    return _Clip(frames, height, width, lat, lat // pt * (height // spatial // ph) * (width // spatial // pw))
 
 
 def _act(fam: Family, stats: TransformerStats, kind: str, n: int) -> float:
     """Measured activation bytes (``kind`` = train_bf16 / train_fp8 / infer_bf16 / infer_fp8) at ``n`` tokens,
     scaled by the width for a transformer that is not the measured one."""
-    return envelope(ACTIVATIONS[fam.name][kind], n) * stats.d / REFERENCE_WIDTH[fam.name]
+    return envelope(ACTIVATIONS[_m(fam)][kind], n) * stats.d / REFERENCE_WIDTH[_m(fam)]
 
 
 def _keep(fam: Family, stats: TransformerStats, n: int) -> float:
@@ -372,7 +399,9 @@ def _weights(stats: TransformerStats, fp8: bool, k: int) -> tuple[float, float]:
 
 def _context_bytes(fam: Family) -> float:
     """A sample's cached context on the GPU (fp32): Wan 512 x 4096 text + 257 x 1280 image; Hunyuan 544 x 4096."""
-    return (512 * 4096 + 257 * 1280) * 4 if fam.name == "wan" else (544 * 4096 + 768) * 4
+    if fam.name == "hunyuan":
+        return (544 * 4096 + 768) * 4
+    return (512 * 4096 + (257 * 1280 if fam.image_encoder else 0)) * 4
 
 
 def training_stage(fam: Family, stats: TransformerStats, clip: _Clip, preset: MemoryPreset, k: int, rank: int,
@@ -387,7 +416,7 @@ def training_stage(fam: Family, stats: TransformerStats, clip: _Clip, preset: Me
     if preset.gradient_checkpointing:
         ckpt = (stats.n_blocks - 1) * _keep(fam, stats, n)
     else:  # every block's saved activations at once (block swapping is refused then)
-        ckpt, act = 0.0, act + (stats.n_blocks - 1) * ACTIVATIONS[fam.name]["saved_block_per_token"] * n
+        ckpt, act = 0.0, act + (stats.n_blocks - 1) * ACTIVATIONS[_m(fam)]["saved_block_per_token"] * n
     if preset.gradient_checkpointing and preset.offload_checkpoints:
         ckpt = 0.0  # save_on_cpu: the inputs wait in pinned host memory (host_ram); the one in use is in `act`
     lat = clip.latent_voxels
@@ -425,15 +454,15 @@ def _vae_bytes(fam: Family, clip: _Clip, op: str, tiling: bool) -> float:
     bytes: bool + fp32, L = 5 latent frames x the latent tile's pixels), which peaks in the mid-block."""
     area = min(clip.area, VAE_TILE_PX) if tiling else clip.area
     video = clip.frames * 3 * clip.area * 4
-    conv = envelope(VAE_ACTIVATIONS[fam.name][op], area)
+    conv = envelope(VAE_ACTIVATIONS[_m(fam)][op], area) * fam.vae_scale[op == "decode"]
     if fam.name == "hunyuan":
         L = 5 * area // 64
         conv = max(conv, 5 * L * L)
     if op == "encode":
         return conv + video
-    grow = (2 if fam.name == "wan" else 3) * video
+    grow = (2 if _m(fam) == "wan" else 3) * video
     if tiling:  # every decoded tile is kept until they are blended: ~1.7x the video, then the blend and the cat
-        grow = 4 * video + (2 * clip.frames * 3 * area * 4 if fam.name == "wan" else 0)
+        grow = 4 * video + (2 * clip.frames * 3 * area * 4 if _m(fam) == "wan" else 0)
     return conv + grow
 
 
@@ -513,6 +542,8 @@ def host_ram(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train
     vae = component_params(fam.vae) * 4 / GB
     base = {"process": HOST_BASELINE_GB}
     bf16 = (stats.other_bytes_bf16 + sum(stats.block_bytes_bf16)) / GB
+    if fam.experts > 1:  # the experts not on the GPU wait in host RAM (bf16) the whole time
+        base["other_experts"] = bf16 * (fam.experts - 1)
     moments = {"load": {**base, "transformer": bf16, **enc, "vae": vae}}
     train_blocks = stats.block_bytes_fp8 if preset.fp8_base else stats.block_bytes_bf16
     held = {w: v for w, v in enc.items() if not (w == "text_encoder" and preset.release_text_encoder
@@ -541,7 +572,7 @@ def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int =
     preset = MEMORY_PRESETS[memory_preset]
     fam, spec = resolve(backbone)
     stats = transformer_stats(spec)
-    clip = _clip(spec, frames, height, width)
+    clip = _clip(spec, frames, height, width, fam.vae_spatial)
     usable = preset.gpu_gb * USABLE_FRACTION
     L = stats.n_blocks
 
@@ -561,8 +592,14 @@ def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int =
     moment, host = host_ram(fam, stats, preset, k_train, round(off, 3))
     name = backbone if isinstance(backbone, str) else f"{fam.name} transformer config"
     notes = _notes(fam, stats, clip, preset, stages, usable, k_train, k_edit, rank, batch_size)
-    if stats.d != REFERENCE_WIDTH[fam.name]:
-        notes.append(f"activation figures were measured at width {REFERENCE_WIDTH[fam.name]} and are scaled to "
+    if fam.experts > 1:
+        notes.append(f"{fam.experts} experts of this size: one on the GPU at a time (the figures are for one); host "
+                     "RAM holds the others")
+    if fam.vae_scale != (1.0, 1.0):
+        notes.append("VAE activations are an estimate (Wan2.1's measured figures scaled by channel width and the "
+                     "2x2 input patches), not measured")
+    if stats.d != REFERENCE_WIDTH[_m(fam)]:
+        notes.append(f"activation figures were measured at width {REFERENCE_WIDTH[_m(fam)]} and are scaled to "
                      f"{stats.d}: rough for a model of another size")
     return Plan(name, frames, height, width, preset.name, float(preset.gpu_gb), stages,
                 round(sum(host.values()), 2), host, k_train, k_edit, L,

@@ -74,7 +74,9 @@ def test_lora_count_matches_peft_on_a_small_model(family):
 # "further where the planner allows" tier: Wan trains 41 frames there and edits 49; HunyuanVideo's 16 GB Llava text
 # encoder alone fills a 16 GB card, so that tier is not offered for it.
 PROMISES = [(WAN, "24GB", 49), (WAN, "48GB", 49), (WAN, "80GB+", 49), (HUNYUAN, "24GB", 49),
-            (HUNYUAN, "48GB", 49), (HUNYUAN, "80GB+", 49), (WAN, "48GB", 81), (WAN, "80GB+", 81), (WAN, "16GB", 41)]
+            (HUNYUAN, "48GB", 49), (HUNYUAN, "80GB+", 49), (WAN, "48GB", 81), (WAN, "80GB+", 81), (WAN, "16GB", 41),
+            ("wan22-i2v-a14b", "24GB", 49), ("wan22-i2v-a14b", "48GB", 49), ("wan22-i2v-a14b", "80GB+", 49),
+            ("wan22-ti2v-5b", "24GB", 49), ("wan22-ti2v-5b", "48GB", 49), ("wan22-ti2v-5b", "80GB+", 49)]
 
 
 @pytest.mark.parametrize("backbone,preset,frames", PROMISES)
@@ -174,3 +176,26 @@ def test_plan_subcommand_json():
     with contextlib.redirect_stdout(out):
         a.func(a)
     assert "memory plan" in out.getvalue()
+
+
+def test_wan22_families_are_planned_from_their_own_configs():
+    """A14B: Wan2.1's 14B transformer without CLIP, twice (one expert on the GPU, the other in host RAM); TI2V-5B:
+    5.0 B at 3072 wide, 32-px tokens, the 0.7 B Wan2.2 VAE; both marked as estimates where they are."""
+    a = planner.transformer_stats("wan2.2-i2v-a14b.transformer")
+    assert a.n_blocks == 40 and round(a.params / 1e9, 2) == 14.29  # = Wan2.1-I2V-14B minus the CLIP branch
+    t = planner.transformer_stats("wan2.2-ti2v-5b.transformer")
+    assert t.n_blocks == 30 and t.d == 3072 and round(t.params / 1e9, 2) == 5.0
+    assert round(planner.component_params("wan2.2.vae") / 1e9, 2) == 0.70
+    pa, pt = planner.plan("wan22-i2v-a14b", 49, 480, 832, "48GB"), planner.plan("wan22-ti2v-5b", 49, 480, 832, "48GB")
+    assert pt.video_tokens == 13 * 15 * 26 and planner.plan(WAN, 49, 480, 832, "48GB").video_tokens == 13 * 30 * 52
+    host = pa.host_parts
+    assert host["other_experts"] == host["transformer"] > 28  # the second expert waits in host RAM
+    assert any("one on the GPU at a time" in n for n in pa.notes)
+    assert any("estimate" in n for n in pt.notes) and not any("estimate" in n for n in pa.notes)
+    assert "image_encoder" not in host and pt.stages["training"].peak_gpu_gb < 24 * planner.USABLE_FRACTION
+    with pytest.raises(ValueError, match="multiples of 32"):
+        planner.plan("wan22-ti2v-5b", 49, 464, 832, "48GB")
+    from loraedit_nb.backbones import load_backbone  # a live tiny config dict routes to its family
+
+    assert planner.resolve(dict(load_backbone("tiny-wan22-ti2v").transformer.config))[0].name == "wan22-ti2v"
+    assert planner.resolve(dict(load_backbone("tiny-wan22-a14b").transformer.config))[0].name == "wan22-a14b"
