@@ -33,6 +33,7 @@ from .memory import (
     block_swapper,
     disable_block_swap,
     enable_block_swap,
+    enable_expert_switch,
     fix_lora_dtype,
     get_preset,
     is_fp8,
@@ -169,15 +170,34 @@ def _load_lora_fp8_safe(backbone, path, meta: dict, dtype: torch.dtype, scale: f
     _attach_lora(backbone, sd, rank, meta.get("alpha", rank), targets, dtype, scale)
 
 
-def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height: int, width: int) -> dict:
+def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height: int, width: int, *,
+                        place: bool = True) -> dict:
     """Place the transformer and encoders for editing as ``memory_preset`` says (:data:`memory.MEMORY_PRESETS`):
     fp8 storage (cast on the CPU, LoRA re-attached afterwards by :func:`use_lora`), ``edit_offload`` = ``"none"``
     (everything resident), ``"model"`` (encoders come to the GPU one at a time) or ``"blocks"`` (+ transformer
     blocks swapped from pinned host memory; ``"auto"`` = the planner's count). A no-op for ``None``.
+    Two experts (Wan2.2-I2V-A14B): each gets the preset's storage, and they take turns on the GPU
+    (:class:`~loraedit_nb.memory.ExpertSwitch`): only one expert's weights are there at a time. ``place=False``:
+    decide and cast, but leave the transformer where it is.
     Returns what it chose (recorded in the edit's settings)."""
 
     if memory_preset is None:
         return {}
+    if backbone.transformer_2 is not None:
+        for which in backbone.EXPERTS:
+            out = prepare_for_editing(backbone.expert(which), memory_preset, frames, height, width, place=False)
+        preset = get_preset(memory_preset, backbone.device)
+        backbone.evict_for_encoders = preset.edit_offload != "none" and backbone.device.type == "cuda"
+        if backbone.device.type != "cpu":
+            for m in (backbone.transformer, backbone.transformer_2):
+                disable_block_swap(m, restore_to="cpu")
+                m.to("cpu")
+            enable_expert_switch([backbone.transformer, backbone.transformer_2], out["blocks_to_swap"],
+                                 backbone.device)
+            if preset.edit_offload == "none":
+                for m in backbone.encoders:
+                    m.to(backbone.device)
+        return {**out, "experts": "one on the GPU at a time"}
     preset = get_preset(memory_preset, backbone.device)
     tr = backbone.transformer
     dev = backbone.device
@@ -201,6 +221,9 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
 
                 n = plan(dict(tr.config), frames, height, width, preset.name).edit_blocks_to_swap
     sw = block_swapper(tr)
+    if not place:
+        return {"memory_preset": preset.name, "edit_offload": preset.edit_offload, "fp8": is_fp8(tr),
+                "blocks_to_swap": int(n), "vae_tiling": preset.vae_tiling}
     if not (sw is not None and n and sw.n >= n):  # an installed swapper with at least as many blocks is kept
         enable_block_swap(tr, int(n), dev)
     if preset.edit_offload == "none":

@@ -441,6 +441,53 @@ def disable_block_swap(transformer, *, restore_to: torch.device | str | None = "
         del transformer._loraedit_swapper
 
 
+class ExpertSwitch:
+    """Two experts that take turns on one device (Wan2.2-I2V-A14B: 2 x 28.6 GB bf16). A forward pre-hook on each
+    places the expert being called — after moving the other one's resident weights back to the host — and does
+    nothing while the expert called is the one already placed, so a denoising run moves each expert once.
+    ``place(expert)`` / ``release(expert)`` do the moving (the editing preset's block swap, or whole)."""
+
+    def __init__(self, experts: list[torch.nn.Module], place, release):
+        self.experts, self.place, self.release = list(experts), place, release
+        self.active: torch.nn.Module | None = None
+        self.moves: list[tuple[str, int]] = []  # ("place" | "release", expert index): what happened, in order
+        self._handles = [m.register_forward_pre_hook(lambda mod, args: self.activate(mod)) for m in self.experts]
+
+    def activate(self, expert: torch.nn.Module) -> None:
+        if self.active is expert:
+            return
+        if self.active is not None:
+            self.release(self.active)
+            self.moves.append(("release", self.experts.index(self.active)))
+        self.place(expert)
+        self.moves.append(("place", self.experts.index(expert)))
+        self.active = expert
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        for m in self.experts:
+            if getattr(m, "_loraedit_expert_switch", None) is self:
+                del m._loraedit_expert_switch
+
+
+def enable_expert_switch(experts: list[torch.nn.Module], n: int, device) -> ExpertSwitch:
+    """Install an :class:`ExpertSwitch` on the experts (replacing an earlier one): each goes to ``device`` with ``n``
+    of its blocks swapped (:func:`enable_block_swap`) when it is called, the other back to the CPU first."""
+    for m in experts:
+        old = getattr(m, "_loraedit_expert_switch", None)
+        if old is not None:
+            old.remove()
+
+    def release(m):
+        disable_block_swap(m, restore_to="cpu")
+        m.to("cpu")
+    sw = ExpertSwitch(experts, lambda m: enable_block_swap(m, int(n), device), release)
+    for m in experts:
+        m._loraedit_expert_switch = sw
+    return sw
+
+
 def block_swapper(transformer) -> BlockSwapper | None:
     return getattr(transformer, "_loraedit_swapper", None)
 

@@ -207,3 +207,36 @@ def test_the_wan22_hub_loader_reads_a_stock_pipeline_folder(name, tmp_path):
     assert type(got.adapter) is type(bb.adapter)
     for a, b in zip(bb.transformer.parameters(), got.transformer.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a14b_experts_take_turns_on_the_gpu(a14b, monkeypatch):
+    """Editing on a GPU tier: only one 14B expert's weights may be on the device at a time. The switch is driven by
+    the experts' own forward calls; the moves are emulated (recorded) on the CPU."""
+    from loraedit_nb import inference, memory
+
+    on_device = set()
+    monkeypatch.setattr(memory, "enable_block_swap", lambda m, n, d, transport=None: on_device.add(id(m)))
+    monkeypatch.setattr(memory, "disable_block_swap", lambda m, restore_to=None: on_device.discard(id(m)))
+    monkeypatch.setattr(inference, "disable_block_swap", lambda m, restore_to=None: on_device.discard(id(m)))
+    a14b.execution_device = torch.device("cuda")  # prepare_for_editing sees a GPU tier ...
+    try:
+        info = inference.prepare_for_editing(a14b, "48GB", T, H, W)
+    finally:
+        a14b.execution_device = None  # ... the denoising itself runs on the CPU
+    sw = a14b.transformer._loraedit_expert_switch
+    seen = []  # checked after the switch's own hook has run
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(set(on_device) == {id(mod)}))
+             for m in (a14b.transformer, a14b.transformer_2)]
+    try:
+        assert info["experts"] == "one on the GPU at a time" and sw is a14b.transformer_2._loraedit_expert_switch
+        video = _clip()
+        mask = np.zeros((T, H, W), bool)
+        mask[1:, 16:48, 16:48] = True
+        edit_video(a14b, None, video, mask, video[0], seed=1, **{**KW, "steps": 6})
+        assert seen and all(seen), seen  # every forward found its own expert (and only it) placed
+        assert sw.moves == [("place", 0), ("release", 0), ("place", 1)]  # each expert moved once per edit
+    finally:
+        sw.remove()
+        a14b.evict_for_encoders = False
+        for h in hooks:
+            h.remove()

@@ -232,7 +232,10 @@ class WanAdapter(Adapter):
         # prompts through the backbone's cache: the text encoder runs (or is reloaded) only for a new prompt
         prompts = [prompt] + ([negative_prompt or ""] if guidance > 1 else [])
         new = backbone.evict_for_encoders and any(p not in backbone.prompt_cache for p in prompts)
-        with evicted(backbone.transformer, backbone.device) if new else contextlib.nullcontext():
+        with contextlib.ExitStack() as out_of_the_way:
+            for m in (backbone.transformer, backbone.transformer_2) if new else ():  # both experts (A14B)
+                if m is not None:
+                    out_of_the_way.enter_context(evicted(m, backbone.device))
             emb = backbone.encode_prompt(prompt)
             neg = backbone.encode_prompt(negative_prompt or "") if guidance > 1 else None
         with onload(backbone.vae, backbone.device):
