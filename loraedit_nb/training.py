@@ -36,8 +36,10 @@ from .backbones.base import collate_context
 from .conditioning import encode
 from .lora import add_lora, lora_state_dict, read_lora_meta, save_lora, set_lora_state
 from .loss import flow_matching_loss, region_weights, sample_timesteps
-from .memory import MEMORY_PRESETS  # noqa: F401 - re-exported (the presets used to live here)
-from .memory import disable_block_swap
+from .memory import (
+    MEMORY_PRESETS,  # noqa: F401 - re-exported (the presets used to live here)
+    disable_block_swap,
+)
 from .regimes import Sample, augment_colour
 from .video import to_model
 
