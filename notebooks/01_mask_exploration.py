@@ -55,7 +55,7 @@ from loraedit_nb.notebook_setup import setup  # noqa: E402
 DEVICE = setup()  # "cuda" or "cpu"; also CPU threads and Colab's widget manager
 
 # %% tags=["parameters"]
-BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" / "hunyuan-i2v" on a GPU (see the cost note below)
+BACKBONE = "toy"  # on a GPU: "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "wan22-i2v-a14b", "wan22-ti2v-5b", "hunyuan-i2v"
 CLIP = "toy"  # "toy": a toy-world clip with an exact mask; "bunny": the shipped real clip (use it with Wan)
 SCENE_SEED = 11  # which toy-world scene
 FRAMES, HEIGHT, WIDTH = 9, 32, 32  # Wan: 33, 480, 832 (frames: 4k + 1; sizes: multiples of 16)
@@ -239,6 +239,14 @@ show_images({"frame 0, training (original)": up(cond_train[0]), "frame 0, editin
 # channels, columns the latent frames; white = keep, black = generate. Column 0 is frame 0 (given whole), column
 # 1 holds frames 1–4, column 2 frames 5–8. (With `BACKBONE = "hunyuan-i2v"` the packing is HunyuanVideo-I2V's:
 # **one** mask channel per latent frame, "keep" only where all 4 of its frames are kept — `loraedit_nb.backbones.hunyuan`.)
+#
+# With `BACKBONE = "wan22-ti2v-5b"` (Wan2.2-TI2V-5B) there is no mask channel at all. That model is given its first
+# frame by *token replacement*: those tokens are clean latents at timestep 0 while the rest are denoised. LoRA-Edit
+# widens this to the whole keep mask, so the mask becomes **hard** — a token is given or generated, with no soft
+# channel the model can weigh. It also becomes **coarse**: a token is 32 x 32 px and spans a latent frame's 4 frames,
+# so a region touched in any of them is generated in all. Seams can show where kept and generated tokens meet.
+# What you get in return is a 5 B model that trains on a 24 GB card. Below, that model shows one channel (1 = given
+# token). Wan2.2-I2V-A14B (`"wan22-i2v-a14b"`) packs exactly like Wan2.1.
 
 # %%
 cond = build_condition(bb.vae, video, mask, edited_first, adapter=bb.adapter)  # Wan: (1, 4 + z, T_lat, h, w)

@@ -48,7 +48,7 @@ from loraedit_nb.notebook_setup import setup  # noqa: E402
 DEVICE = setup()  # "cuda" or "cpu"; also CPU threads and Colab's widget manager
 
 # %% tags=["parameters"]
-BACKBONE = "toy"  # or "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers" / "hunyuan-i2v" on a GPU (see the cost note below)
+BACKBONE = "toy"  # on a GPU: "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "wan22-i2v-a14b", "wan22-ti2v-5b", "hunyuan-i2v"
 CLIP = "toy"  # "toy": a toy-world clip with exact ground truth; "bunny": the shipped real clip (use it with Wan)
 SCENE_SEED = 11  # which toy-world scene
 FRAMES, HEIGHT, WIDTH = 9, 32, 32  # Wan: 33, 480, 832 (frames: 4k + 1; sizes: multiples of 16)
