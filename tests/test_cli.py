@@ -17,7 +17,7 @@ def clip_files(tmp_path):
     return tmp_path, video, mask
 
 
-@pytest.mark.parametrize("backbone", ["tiny-random", "tiny-hunyuan"])
+@pytest.mark.parametrize("backbone", ["tiny-random", "tiny-hunyuan", "tiny-wan22-a14b", "tiny-wan22-ti2v"])
 def test_train_then_edit_from_the_shell(clip_files, backbone):
     tmp, video, _ = clip_files
     run = tmp / "runs" / "demo"
@@ -26,7 +26,9 @@ def test_train_then_edit_from_the_shell(clip_files, backbone):
           "--out", str(run), "--steps", "3", "--rank", "4", "--colour-aug", "none", *common])
     info = json.loads((run / "run.json").read_text())
     assert info["frames"] == 5 and info["backbone"] == backbone
-    assert (run / "lora" / "pytorch_lora_weights.safetensors").exists()
+    lora = run / "lora" / ("high" if backbone == "tiny-wan22-a14b" else "")  # A14B: one LoRA per expert
+    assert (lora / "pytorch_lora_weights.safetensors").exists()
+    assert backbone != "tiny-wan22-a14b" or (run / "lora" / "low" / "pytorch_lora_weights.safetensors").exists()
     mask = M.load(run / "mask.npz")
     assert mask.shape == (5, 64, 64) and mask[1:].any()
     write_image(tmp / "first.png", np.clip(video[0, :64, :64] + 0.2, 0, 1))
@@ -34,8 +36,8 @@ def test_train_then_edit_from_the_shell(clip_files, backbone):
     write_image(edited / "00004.png", video[0, :64, :64])
     edit = ["edit", "--run", str(run), "--edited-frame", str(tmp / "first.png"), "--edited-frames", str(edited),
             "--steps", "2", "--seed", "1", "--out", str(tmp / "edited.mp4")]
-    if backbone == "tiny-hunyuan":  # one mask channel per latent frame: a single placed frame is refused, not lost
-        with pytest.raises(ValueError, match="one mask channel per latent frame"):
+    if backbone in ("tiny-hunyuan", "tiny-wan22-ti2v"):  # one mask per latent frame: a single placed frame is
+        with pytest.raises(ValueError, match="one (mask channel|token mask) per latent frame"):  # refused, not lost
             main([*edit, "--place-edited-frames"])
         main(edit)
     else:

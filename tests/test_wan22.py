@@ -173,6 +173,7 @@ def test_a14b_trains_one_lora_per_expert_in_its_own_timesteps_and_stock_diffuser
     plain = edit_video(a14b, None, video, mask, video[0], seed=4, **KW).video
     assert np.abs(ours - plain).max() > 1e-4
     np.testing.assert_allclose(ours, in_memory, atol=1e-5)
+    np.testing.assert_array_equal(edit_video(a14b, path, video, mask, video[0], seed=4, **KW).video, ours)  # same seed
     # stock diffusers: the high expert's LoRA into transformer, the low one's into transformer_2
     fresh = load_backbone("tiny-wan22-a14b")
     pipe = fresh.adapter.pipeline(fresh, WanImageToVideoPipeline)
