@@ -232,13 +232,25 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- propagation
-def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "farneback") -> np.ndarray:
+class TrackJumpWarning(InputWarning):
+    """A propagated mask jumped in area or position between two frames: the tracking probably failed there."""
+
+
+def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "farneback",
+                   robust: bool = True, max_deviation: float = 1.5, warn: bool = True) -> np.ndarray:
     """Carry a frame-0 mask ``(H, W)`` through ``video`` ``(T, H, W, 3)`` with dense optical flow (no weights).
 
     For every frame the backward flow (frame t -> t-1) is computed with OpenCV's Farneback (default; it also
     moves flat, untextured regions) or DIS (``method="dis"``, faster on large frames, but it under-estimates the
     motion of flat regions) and the previous mask is sampled along it. Returns bool ``(T, H, W)``.
-    Good for smooth motion; for fast or deforming objects paint or box the later frames too.
+
+    ``robust`` (default): a pixel's own flow is trusted only where it passes a forward-backward consistency check
+    and agrees (within ``max_deviation`` px) with the region's dominant motion (the median forward flow of the
+    consistent pixels of the previous mask); elsewhere the region's dominant motion is used. Without it, an occluder
+    passing in front of the object drags the mask along with it (``robust=False``: the plain per-pixel warp).
+    ``warn``: a :class:`TrackJumpWarning` names the first frame where the region's area changes by more than 1.5x
+    or its centre moves by more than a fifth of the frame's shorter side between two frames.
+    Good for smooth motion; for fast or deforming objects paint or box the later frames too, or segment with SAM2.
     """
     import cv2
 
@@ -261,12 +273,88 @@ def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "
     gx, gy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
     out = [first_mask]
     soft = first_mask.astype(np.float32)
+    d, costs = np.zeros(2, np.float32), []
     for t in range(1, len(video)):
-        flow = flow_fn(grey[t], grey[t - 1], None)  # where each pixel of frame t was in frame t-1
-        soft = cv2.remap(soft, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderValue=0)
+        back = flow_fn(grey[t], grey[t - 1], None)  # where each pixel of frame t was in frame t-1
+        if robust and out[-1].any():
+            fwd = flow_fn(grey[t - 1], grey[t], None)  # where each pixel of frame t-1 goes in frame t
+            # the region's own motion, t-1 -> t, matched on its pixels that do not move unlike it (occluders)
+            own = out[-1] & (np.hypot(fwd[..., 0] - d[0], fwd[..., 1] - d[1]) <= 4 + 0.5 * np.hypot(*d))
+            new, cost = _region_shift(video[t - 1], video[t], own if own.sum() >= 0.2 * out[-1].sum() else out[-1],
+                                      prior=d)
+            # a match much worse than usual means the region is hidden at t (an occluder over it): keep its velocity
+            d = d if costs and cost > 3 * min(costs) + 1e-4 else new
+            costs.append(cost)
+            # forward-backward consistency at frame t: back, then forward from there, returns to the start
+            fx = cv2.remap(fwd[..., 0], gx + back[..., 0], gy + back[..., 1], cv2.INTER_LINEAR)
+            fy = cv2.remap(fwd[..., 1], gx + back[..., 0], gy + back[..., 1], cv2.INTER_LINEAR)
+            speed = np.hypot(back[..., 0], back[..., 1])
+            consistent = np.hypot(back[..., 0] + fx, back[..., 1] + fy) < 0.5 + 0.05 * speed
+            agree = consistent & (np.hypot(back[..., 0] + d[0], back[..., 1] + d[1]) <= max_deviation)
+            back = np.where(agree[..., None], back, -d[None, None, :].astype(np.float32))
+        soft = cv2.remap(soft, gx + back[..., 0], gy + back[..., 1], cv2.INTER_LINEAR, borderValue=0)
         out.append(soft > 0.5)
         soft = out[-1].astype(np.float32)  # re-binarise each step so the mask does not blur away
-    return np.stack(out)
+    mask = np.stack(out)
+    if warn:
+        _warn_jumps(mask)
+    return mask
+
+
+def _region_shift(prev: np.ndarray, cur: np.ndarray, region: np.ndarray, search: int | None = None, *,
+                  prior: np.ndarray | None = None, smooth: float = 1e-3) -> tuple[np.ndarray, float]:
+    """The translation ``(dx, dy)`` of the pixels ``region`` marks in ``prev`` to ``cur``: masked template matching
+    of the region's bounding box (its own pixels only) within ``search`` px (default: a fifth of the frame's shorter
+    side), refined to sub-pixel by a parabola fit. Edges carry the match, so it also moves flat, untextured objects
+    that dense flow under-estimates. ``prior`` (the previous frame's shift) adds ``smooth`` per px^2 of change to the
+    mean squared difference: objects keep their velocity, so an occluder covering much of the region cannot pull the
+    match far. Returns the shift and the match's mean squared difference per pixel."""
+    import cv2
+
+    H, W = region.shape
+    search = search or max(4, min(H, W) // 5)
+    ys, xs = np.nonzero(region)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    tpl = np.ascontiguousarray(prev[y0:y1, x0:x1], dtype=np.float32)
+    m = np.ascontiguousarray(np.repeat(region[y0:y1, x0:x1, None], 3, 2), dtype=np.float32)
+    pad = cv2.copyMakeBorder(np.ascontiguousarray(cur, dtype=np.float32), search, search, search, search,
+                             cv2.BORDER_REPLICATE)
+    win = pad[y0:y1 + 2 * search, x0:x1 + 2 * search]
+    cost = cv2.matchTemplate(win, tpl, cv2.TM_SQDIFF, mask=m) / max(1.0, float(m.sum()))
+    raw = cost
+    if prior is not None:
+        oy, ox = np.mgrid[: cost.shape[0], : cost.shape[1]]
+        cost = cost + smooth * ((ox - search - prior[0]) ** 2 + (oy - search - prior[1]) ** 2)
+    iy, ix = np.unravel_index(np.argmin(cost), cost.shape)
+
+    def refine(c_m, c_0, c_p):
+        den = c_m - 2 * c_0 + c_p
+        return 0.0 if den <= 0 else float(np.clip(0.5 * (c_m - c_p) / den, -0.5, 0.5))
+    dx = ix - search + (refine(*cost[iy, ix - 1:ix + 2]) if 0 < ix < cost.shape[1] - 1 else 0.0)
+    dy = iy - search + (refine(*cost[iy - 1:iy + 2, ix]) if 0 < iy < cost.shape[0] - 1 else 0.0)
+    return np.array([dx, dy], np.float32), float(raw[iy, ix])
+
+
+def _warn_jumps(mask: np.ndarray) -> None:
+    area = mask.reshape(len(mask), -1).sum(1).astype(float)
+    ys, xs = np.mgrid[: mask.shape[1], : mask.shape[2]]
+    for t in range(1, len(mask)):
+        a0, a1 = area[t - 1], area[t]
+        why = ""
+        if a0 > 0 and (a1 == 0 or max(a0, a1) / max(min(a0, a1), 1) > 1.5):
+            why = f"its area went from {int(a0)} to {int(a1)} px"
+        elif a0 > 0 and a1 > 0:
+            c0 = np.array([xs[mask[t - 1]].mean(), ys[mask[t - 1]].mean()])
+            c1 = np.array([xs[mask[t]].mean(), ys[mask[t]].mean()])
+            if np.hypot(*(c1 - c0)) > min(mask.shape[1:]) / 5:
+                why = f"its centre moved {np.hypot(*(c1 - c0)):.0f} px"
+        if why:
+            warn_user(TrackJumpWarning(
+                f"the propagated mask jumps at frame {t}: {why} since frame {t - 1}; the tracking probably failed "
+                "there (an occluder, fast motion, a cut).",
+                f"Check frames {t - 1}-{t}: paint or box them (widgets.MaskPainter), or segment with SAM2 "
+                "(masks.segment_video), and start the propagation again from a good frame."))
+            return
 
 
 # ----------------------------------------------------------------------------------------------- I/O

@@ -104,3 +104,43 @@ def test_prepare_mask_follows_prepare_video():
     got = M.prepare_mask(mask, 9, 64, 64)
     want = prepare_video(M.mask_video(mask), 9, 64, 64)[..., 0] > 0.5  # the same frames, the same crop
     assert got.shape == (9, 64, 64) and got.dtype == bool and np.array_equal(got, want)
+
+
+def _crossing_clip(T=17, S=128):
+    """A disc moving right (4 px/frame) and a bar crossing it downwards (9 px/frame) in front of it."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:S, :S]
+    bg = np.stack([0.3 + 0.1 * np.sin(xx / 4.0), 0.3 + 0.1 * np.cos(yy / 5.0), 0.35 + 0.05 * np.sin((xx + yy) / 7)], -1)
+    bg = bg + 0.03 * rng.standard_normal((S, S, 3))
+    video, disc_masks = [], []
+    for t in range(T):
+        f = bg.copy()
+        disc = (xx - 30 - 4 * t) ** 2 + (yy - 64) ** 2 < 18 ** 2
+        f[disc] = (0.9, 0.2, 0.1) + 0.05 * np.sin(xx[disc] / 2.0)[:, None]
+        bar = (yy >= -20 + 9 * t) & (yy < 2 + 9 * t) & (xx >= 40) & (xx < 110)
+        f[bar] = (0.2, 0.6, 0.9) + 0.05 * np.cos(xx[bar] / 3.0)[:, None]
+        video.append(np.clip(f, 0, 1))
+        disc_masks.append(disc)
+    return np.array(video, np.float32), np.array(disc_masks)
+
+
+def test_propagation_is_not_dragged_along_by_an_occluder():
+    """The bar covers up to 3/4 of the disc on its way down: the plain warp loses the disc (and follows the bar);
+    the robust propagation keeps the disc's whole footprint (IoU against it, occluded part included)."""
+    video, disc = _crossing_clip()
+    iou = [[(p[t] & disc[t]).sum() / (p[t] | disc[t]).sum() for t in range(1, len(disc))]
+           for p in (M.propagate_flow(video, disc[0], robust=False, warn=False), M.propagate_flow(video, disc[0]))]
+    plain, robust = np.mean(iou[0]), np.mean(iou[1])
+    assert plain < 0.4 and robust > 0.8 and min(iou[1]) > 0.7, (plain, robust, min(iou[1]))
+
+
+def test_a_jump_in_the_tracked_region_is_named_with_its_frame():
+    _, mask = moving_square(T=9, step=3)
+    with pytest.warns(M.TrackJumpWarning, match="jumps at frame 5"):  # the region lost from frame 5 on (a cut)
+        M._warn_jumps(np.concatenate([mask[:5], np.zeros_like(mask[5:])]))
+    moved = M.from_boxes([(5, 20, 15, 30)] * 6 + [(40, 20, 50, 30)] * 3, 64, 64)  # leaps 35 px at frame 6
+    with pytest.warns(M.TrackJumpWarning, match="jumps at frame 6: its centre moved 35 px"):
+        M._warn_jumps(moved)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", M.TrackJumpWarning)
+        M._warn_jumps(mask)  # a smooth track says nothing
