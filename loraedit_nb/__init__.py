@@ -19,11 +19,14 @@ class _DropTorchvisionFallbackNotice(_logging.Filter):
     """diffusers' Wan/Hunyuan pipeline modules import ``transformers.CLIPImageProcessor``; without torchvision,
     transformers (>= 5) then says once per process that it falls back to ``CLIPImageProcessorPil``. That fallback is
     exactly the processor this package uses on purpose (``models.clip_image_processor_class``), so this one notice
-    is dropped; every other transformers message passes."""
+    is dropped. diffusers' FLUX Kontext pipeline (the first-frame editor) likewise imports ``SiglipImageProcessor``
+    for its optional IP-Adapter image encoder, which this package never builds; its notice goes too. Every other
+    transformers message passes."""
 
     def filter(self, record: _logging.LogRecord) -> bool:
         msg = record.getMessage()
-        return not ("requires torchvision" in msg and "falling back to `CLIPImageProcessorPil`" in msg)
+        return not ("requires torchvision" in msg and ("falling back to `CLIPImageProcessorPil`" in msg
+                                                       or "falling back to `SiglipImageProcessorPil`" in msg))
 
 
 _logging.getLogger("transformers.utils.import_utils").addFilter(_DropTorchvisionFallbackNotice())

@@ -307,6 +307,31 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     print(f"{len(rows)} edits evaluated; results in {a.out}/results.json, table in {a.out}/results.md")
 
 
+def cmd_first_frame(a: argparse.Namespace) -> None:
+    """Edit frame 0 by an instruction (FLUX.1 Kontext), keeping everything outside the mask."""
+    import torch
+
+    from .first_frame import KONTEXT, change_outside, edit_first_frame, load_editor, tiny_editor
+    from .video import read_image, write_image
+
+    frame = read_image(a.image)
+    mask = None
+    if a.mask:
+        m = M.load(a.mask)
+        mask = m[0] if m.ndim == 3 else m
+    if a.tiny:
+        editor = tiny_editor()
+    else:
+        cuda = torch.cuda.is_available()
+        editor = load_editor(a.editor or KONTEXT, dtype=torch.bfloat16 if cuda else torch.float32,
+                             device="cuda" if cuda else "cpu", offload=cuda, fp8=a.fp8)
+    out = edit_first_frame(frame, a.instruction, editor=editor, mask=mask, steps=a.steps, guidance=a.guidance,
+                           seed=a.seed)
+    path = write_image(a.out, out)
+    where = f"; change outside the mask {change_outside(frame, out, mask):.4f}" if mask is not None else ""
+    print(f"edited first frame: {path}{where}")
+
+
 def _runtime_args(p: argparse.ArgumentParser) -> None:
     from .memory import PRESET_NAMES
 
@@ -381,3 +406,16 @@ def add_parsers(sub) -> None:
     e.add_argument("--backbone", help="override the run's backbone")
     _runtime_args(e)
     e.set_defaults(func=cmd_edit)
+
+    f = sub.add_parser("first-frame", help="edit frame 0 by an instruction (FLUX.1 Kontext), inside the mask")
+    f.add_argument("--image", required=True, help="frame 0 of the clip (PNG/JPG), at the clip's size")
+    f.add_argument("--instruction", required=True, help='what to change, e.g. "make the car red"')
+    f.add_argument("--mask", help="the clip's mask (.npz / PNG folder; frame 0 is used): the edit stays inside it")
+    f.add_argument("--editor", help="Hub id or local folder of a FluxKontextPipeline (default: FLUX.1-Kontext-dev)")
+    f.add_argument("--tiny", action="store_true", help="a tiny random editor (plumbing only; no weights)")
+    f.add_argument("--fp8", action="store_true", help="fp8 storage of the transformer (24 GB cards)")
+    f.add_argument("--steps", type=int)
+    f.add_argument("--guidance", type=float)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help="where to write the edited frame (PNG)")
+    f.set_defaults(func=cmd_first_frame)
