@@ -62,6 +62,7 @@ FRAMES, HEIGHT, WIDTH = 9, 32, 32  # Wan: 33, 480, 832 (frames: 4k + 1; sizes: m
 MASK_DILATE = 1  # grow the object mask by this many pixels
 STEPS = None  # denoising steps; None = the backbone's default (toy 20, Wan 30)
 SEED = 0  # noise seed of every generation
+EDITOR = None  # on a GPU with FLUX.1-Kontext-dev access: "black-forest-labs/FLUX.1-Kontext-dev" (or its folder)
 
 # %% [markdown]
 # **Before you switch to the real model.** This notebook only *runs* the model (no training), but Wan2.1-I2V-14B
@@ -84,6 +85,7 @@ from loraedit_nb import exploration, masks, viz, widgets
 from loraedit_nb.conditioning import build_condition, condition_video, keep_mask
 from loraedit_nb.data import load_clip, load_sample
 from loraedit_nb.evaluation import claims_markdown, psnr
+from loraedit_nb.first_frame import change_outside, edit_first_frame, load_editor, tiny_editor
 from loraedit_nb.models import load_backbone
 from loraedit_nb.toyworld import make_edit, sample_scene
 from loraedit_nb.video import show_images, show_videos
@@ -194,6 +196,23 @@ clip = load_clip(CLIP, frames=FRAMES, height=HEIGHT, width=WIDTH, scene_seed=SCE
 video, prompt, mask, edited_first = clip.video, clip.prompt, clip.mask, clip.edited_frames[0]
 T, H, W = mask.shape
 print(f"video {video.shape}, mask {mask.shape} {mask.dtype}, {100 * mask.mean():.1f} % of pixels to edit")
+
+# %% [markdown]
+# **The edited first frame** is yours to make. Use any image editor: save frame 0 with `video.write_image`,
+# edit it, read it back with `video.read_image` (transparent pixels mean "unchanged"). Or edit it by an
+# instruction here. `first_frame.edit_first_frame` runs FLUX.1 Kontext (diffusers' `FluxKontextPipeline`), which
+# needs a GPU for its ~24 GB of weights; `load_editor` explains how to get them. It then pastes the source back
+# outside the mask, so the edit stays in the region LoRA-Edit generates. With `EDITOR = None` a tiny random
+# editor runs instead: its "edit" is noise, but the code path is the real one. The toy world's exact ground-truth
+# edit then stands in as the edited frame for the rest of the notebooks.
+
+# %%
+INSTRUCTION = "make the object green"
+editor = tiny_editor() if EDITOR is None else load_editor(EDITOR)
+by_text = edit_first_frame(video[0], INSTRUCTION, editor=editor, mask=mask[0], steps=2 if EDITOR is None else None)
+print(f"change outside the mask: {change_outside(video[0], by_text, mask[0]):.4f} (0 = the edit stayed inside)")
+show_images({"frame 0 + mask": up(masks.overlay(video[:1], mask[:1])[0]), f'"{INSTRUCTION}"': up(by_text),
+             "edited frame used below": up(edited_first)}, height=144)
 
 # %% [markdown]
 # ## 4. Mask polarity: True = edit, but Wan says 1 = keep
