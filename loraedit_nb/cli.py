@@ -375,7 +375,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--seed", type=int)
     t.add_argument("--w-generate", type=float, help="dual-role loss weight on the generated region (default 1)")
     t.add_argument("--w-keep", type=float, help="dual-role loss weight on the kept region (default 1)")
-    t.add_argument("--colour-aug", choices=["none", "permute", "hue"])
+    t.add_argument("--colour-aug", choices=["none", "permute", "hue", "mix"])
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--fp8", action="store_true", help="fp8 storage of the frozen base (layerwise casting)")
     t.add_argument("--adam8bit", action="store_true", help='8-bit AdamW (pip install -e ".[gpu]")')

@@ -119,8 +119,12 @@ def colour_transform(rng: np.random.Generator, mode: str = "permute"):
     """A random colour map applied identically to condition, target and image (appearance-agnostic motion).
 
     ``"permute"``: RGB channel permutation + per-channel inversion (strong; the toy world's default);
-    ``"hue"``: rotation of the hue around the grey axis by a random angle (milder; keeps luminance).
-    Returns a function ``f(array[..., 3]) -> array[..., 3]`` that keeps neutral grey (0.5) fixed.
+    ``"hue"``: rotation of the hue around the grey axis by a random angle (milder; keeps luminance);
+    ``"mix"``: ``"permute"`` half the time, else a hue rotation followed by a lift toward white or a dip toward
+    black — it also reaches the colours the first two never make (white, pastels, orange, yellow, dark tones),
+    which the probes found LoRAs failing to carry (issue 15).
+    Returns a function ``f(array[..., 3]) -> array[..., 3]``; ``"permute"`` and ``"hue"`` keep neutral grey (0.5)
+    fixed, ``"mix"``'s lift does not (:func:`augment_colour` leaves the grey fill alone in every mode).
     """
     if mode == "permute":
         perm = rng.permutation(3)
@@ -140,7 +144,17 @@ def colour_transform(rng: np.random.Generator, mode: str = "permute"):
         def f(x):
             return np.clip((x - 0.5) @ R.T + 0.5, 0, 1).astype(np.float32)
         return f
-    raise ValueError(f"colour augmentation mode must be 'permute' or 'hue', got {mode!r}")
+    if mode == "mix":
+        if rng.random() < 0.5:
+            return colour_transform(rng, "permute")
+        hue = colour_transform(rng, "hue")
+        s = float(rng.uniform(-0.5, 0.7))  # > 0: toward white by s; < 0: toward black by -s
+
+        def f(x):
+            y = hue(x)
+            return np.clip(y + s * (1 - y) if s > 0 else y * (1 + s), 0, 1).astype(np.float32)
+        return f
+    raise ValueError(f"colour augmentation mode must be 'permute', 'hue' or 'mix', got {mode!r}")
 
 
 def nearest_colour_word(rgb: np.ndarray) -> str:

@@ -62,7 +62,7 @@ class TrainConfig:
     w_keep: float = 1.0  # ... and on the region that is given. (1, 1) = the official plain MSE
     appearance_ratio: float | None = None  # P(appearance batch) in joint runs; None = by sample count
     appearance_repeats: int = 9  # official: edited-frame samples repeated x9 beside the video sample
-    colour_aug: str | None = None  # None | "permute" | "hue": appearance-agnostic motion (beyond the paper)
+    colour_aug: str | None = None  # None | "permute" | "hue" | "mix": appearance-agnostic motion (beyond the paper)
     colour_aug_variants: int = 8  # cached augmented copies per motion sample (encoded once)
     targets: tuple[str, ...] | str | None = None  # None = the backbone family's (adapter.lora_targets); str = regex
     gradient_checkpointing: bool = True

@@ -79,6 +79,23 @@ def test_colour_augmentation_keeps_grey_and_moves_the_colour_word():
     assert len(seen) >= 3
 
 
+def test_mix_colour_augmentation_reaches_white_and_dark_and_keeps_the_grey_fill():
+    v, m = moving_square()
+    s = R.motion_sample(v, m, "a red square moves right")
+    rng = np.random.default_rng(0)
+    values, words = [], set()
+    for _ in range(40):
+        a = R.augment_colour(s, rng, "mix")
+        assert np.all(a.condition[4][m[4]] == 0.5)  # unknown stays unknown, whatever the lift does
+        colour = a.target[4][m[4]].mean(0)
+        values.append(colour.min())  # a lift toward white raises every channel
+        words.add(R.nearest_colour_word(colour))
+        assert R.nearest_colour_word(colour) in a.prompt
+    assert max(values) > 0.45 and min(values) < 0.1  # pastel/white tones and saturated/dark ones both occur
+    with pytest.raises(ValueError, match="'mix'"):
+        R.colour_transform(rng, "sepia")
+
+
 def test_region_weights_change_the_loss_as_documented():
     cond = torch.zeros(1, 20, 2, 2, 2)
     cond[:, :4, :, 0] = 1  # top row kept, bottom row generated

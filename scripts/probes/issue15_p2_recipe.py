@@ -21,6 +21,8 @@ RECIPES = {
     "tshift3": dict(shift=3.0),
     "base_s1": dict(seed=1),
     "lr4e-3+w_gen2": dict(lr=4e-3, w_generate=2.0, w_keep=1.0),
+    "aug_mix": dict(colour_aug="mix"),
+    "aug_hue": dict(colour_aug="hue"),
 }
 N_CASES = 2
 bb = load_backbone("toy")

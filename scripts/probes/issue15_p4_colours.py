@@ -12,9 +12,10 @@ from loraedit_nb.toyworld import make_edit, render_scene, sample_scene  # noqa: 
 from loraedit_nb.toyworld.scenes import COLOUR_NAMES  # noqa: E402
 
 bb = load_backbone("toy")
+TAG = sys.argv[1] if len(sys.argv) > 1 else "base_s0"  # which cached LoRA (a P2 recipe tag)
 rc, _ = cases_with_objects(3, "recolour")
 for i, base in enumerate(rc):
-    lora = torch.load(lora_path(base, "base_s0"), weights_only=False)
+    lora = torch.load(lora_path(base, TAG), weights_only=False)
     spec = sample_scene(2024 + i, motions=("linear", "circle"), n_objects=1)
     scene = render_scene(spec, size=32, frames=9)
     used = {o.colour for o in spec.objects}
