@@ -250,7 +250,7 @@ def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "
     passing in front of the object drags the mask along with it (``robust=False``: the plain per-pixel warp).
     ``warn``: a :class:`TrackJumpWarning` names the first frame where the region's area changes by more than 1.5x
     or its centre moves by more than a fifth of the frame's shorter side between two frames.
-    Good for smooth motion; for fast or deforming objects paint or box the later frames too, or segment with SAM2.
+    Good for smooth motion; for fast or deforming objects paint or box the later frames too.
     """
     import cv2
 
@@ -352,8 +352,8 @@ def _warn_jumps(mask: np.ndarray) -> None:
             warn_user(TrackJumpWarning(
                 f"the propagated mask jumps at frame {t}: {why} since frame {t - 1}; the tracking probably failed "
                 "there (an occluder, fast motion, a cut).",
-                f"Check frames {t - 1}-{t}: paint or box them (widgets.MaskPainter), or segment with SAM2 "
-                "(masks.segment_video), and start the propagation again from a good frame."))
+                f"Check frames {t - 1}-{t}: paint or box them (widgets.MaskPainter, masks.interpolate_boxes), and "
+                "start the propagation again from a good frame."))
             return
 
 

@@ -22,6 +22,7 @@ RECIPES = {
     "base_s1": dict(seed=1),
     "lr4e-3+w_gen2": dict(lr=4e-3, w_generate=2.0, w_keep=1.0),
     "aug_mix": dict(colour_aug="mix"),
+    "aug_mix_s1": dict(colour_aug="mix", seed=1),
     "aug_hue": dict(colour_aug="hue"),
 }
 N_CASES = 2
