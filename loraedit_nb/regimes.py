@@ -115,10 +115,10 @@ COLOUR_WORDS = {
 }
 
 
-def colour_transform(rng: np.random.Generator, mode: str = "permute"):
+def colour_transform(rng: np.random.Generator, mode: str = "mix"):
     """A random colour map applied identically to condition, target and image (appearance-agnostic motion).
 
-    ``"permute"``: RGB channel permutation + per-channel inversion (strong; the toy world's default);
+    ``"permute"``: RGB channel permutation + per-channel inversion (strong; the toy world's default until issue 15);
     ``"hue"``: rotation of the hue around the grey axis by a random angle (milder; keeps luminance);
     ``"mix"``: ``"permute"`` half the time, else a hue rotation followed by a lift toward white or a dip toward
     black — it also reaches the colours the first two never make (white, pastels, orange, yellow, dark tones),
@@ -183,7 +183,7 @@ def recolour_prompt(prompt: str, before: np.ndarray, after: np.ndarray) -> str:
     return re.sub(rf"\b{old}\b", new, prompt, count=1)
 
 
-def augment_colour(sample: Sample, rng: np.random.Generator, mode: str = "permute") -> Sample:
+def augment_colour(sample: Sample, rng: np.random.Generator, mode: str = "mix") -> Sample:
     """A colour-augmented copy of a sample; the prompt's colour word follows the edit region's new colour."""
     f = colour_transform(rng, mode)
     region = sample.mask_region

@@ -135,9 +135,10 @@ print("caption:", sample.prompt)
 #
 # A LoRA trained on one clip also memorises the object's *colour* — and then paints the old colour back over
 # your edit. On the toy backbone this package therefore trains on recoloured copies as well
-# (`toy_config(colour_aug="permute")`, on by default; beyond the paper, whose `wan_config` leaves it off): the same
-# random RGB permutation/inversion is applied to condition, target and first frame — the grey "unknown" fill stays
-# grey — and the caption's colour word follows the object's new colour. Three variants:
+# (`toy_config(colour_aug="mix")`, on by default; beyond the paper, whose `wan_config` leaves it off): the same
+# random colour map is applied to condition, target and first frame: an RGB permutation/inversion, or a hue
+# rotation with a lift toward white or a dip toward black. The grey "unknown" fill stays grey, and the caption's
+# colour word follows the object's new colour. Three variants:
 
 # %%
 rng = np.random.default_rng(SEED)
