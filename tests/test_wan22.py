@@ -241,3 +241,26 @@ def test_a14b_experts_take_turns_on_the_gpu(a14b, monkeypatch):
         a14b.evict_for_encoders = False
         for h in hooks:
             h.remove()
+
+
+def test_a14b_training_hands_the_gpu_from_one_expert_to_the_next(a14b, monkeypatch):
+    """On a GPU, each expert's phase places that expert; the one before must be back on the CPU first (two 14B
+    experts do not fit a 24-48 GB card together). The phases are stubbed; the hand-over is the real code."""
+    from loraedit_nb import training
+
+    on_gpu, log = set(), []
+
+    def phase(backbone, samples, cfg, **kw):  # stands in for one expert's train_lora: it places its expert
+        log.append((cfg.expert, set(on_gpu)))
+        on_gpu.add(id(backbone.expert(cfg.expert).transformer))
+        return training.LoraRun({}, cfg, [{"step": 1, "loss": 0.1}])
+
+    monkeypatch.setattr(training, "train_lora", phase)
+    monkeypatch.setattr(training, "disable_block_swap", lambda m, restore_to=None: on_gpu.discard(id(m)))
+    a14b.execution_device = torch.device("cuda")
+    try:
+        run = training.train_experts(a14b, [], training.toy_config(steps=1))
+    finally:
+        a14b.execution_device = None
+    assert [e for e, _ in log] == ["high", "low"] and log[1][1] == set(), log  # low starts with the GPU empty
+    assert set(run.experts) == {"high", "low"} and not on_gpu  # and the last one is released at the end too
