@@ -81,6 +81,17 @@ class Adapter:
                  callback_on_step_end: Callable | None = None, progress: bool = True) -> np.ndarray:
         raise NotImplementedError
 
+    def staged_pipeline(self, backbone, cls: type, flow_shift: float | None, progress: bool = True):
+        """The family's (masked) pipeline class over the backbone's components, set up to compute on the execution
+        device with encoders brought there one at a time (:class:`~loraedit_nb.memory.StagedPipelineMixin`), the
+        transformer evicted for them when the editing preset says so, and the sampler's flow shift."""
+        pipe = self.pipeline(backbone, cls)
+        pipe._staged_device = backbone.device
+        pipe._evict_transformer = backbone.evict_for_encoders
+        pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
+        pipe.set_progress_bar_config(disable=not progress, leave=False)
+        return pipe
+
     def negative_prompt(self, backbone) -> str:
         """The negative prompt :func:`~loraedit_nb.inference.edit_video` uses when none is given."""
         return self.default_negative_prompt

@@ -62,7 +62,7 @@ from diffusers import (
 from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
 
 from ..memory import StagedPipelineMixin, onload
-from .base import Adapter, Backbone, _pil, clip_image_processor_class, place, register_family, with_flow_shift
+from .base import Adapter, Backbone, _pil, clip_image_processor_class, place, register_family
 from .latents import LatentGeometry, check_no_keyframes, encode, pack_mask
 
 HUNYUAN_I2V = "hunyuanvideo-community/HunyuanVideo-I2V-33ch"
@@ -212,11 +212,7 @@ class HunyuanI2VAdapter(Adapter):
 
     def generate(self, backbone, condition, first_frame, *, prompt, negative_prompt, num_frames, height, width,
                  steps, guidance, flow_shift, generator, callback_on_step_end=None, progress=True):
-        pipe = self.pipeline(backbone, MaskedHunyuanI2VPipeline)
-        pipe._staged_device = backbone.device  # compute there; encoders come one at a time (memory.onload)
-        pipe._evict_transformer = backbone.evict_for_encoders
-        pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
-        pipe.set_progress_bar_config(disable=not progress, leave=False)
+        pipe = self.staged_pipeline(backbone, MaskedHunyuanI2VPipeline, flow_shift, progress)
         cfg = guidance > 1.0  # true CFG, as Wan's pipeline does it: a missing negative prompt is the empty one
         with onload(backbone.vae, backbone.device):
             out = pipe(image=_pil(first_frame), prompt=prompt,

@@ -39,7 +39,6 @@ from .base import (
     clip_image_processor_class,
     place,
     register_family,
-    with_flow_shift,
 )
 from .latents import LatentGeometry, check_no_keyframes, encode, pack_mask
 
@@ -224,11 +223,7 @@ class WanAdapter(Adapter):
 
     def generate(self, backbone, condition, first_frame, *, prompt, negative_prompt, num_frames, height, width,
                  steps, guidance, flow_shift, generator, callback_on_step_end=None, progress=True):
-        pipe = self.pipeline(backbone, MaskedWanI2VPipeline)
-        pipe._staged_device = backbone.device  # compute there; encoders come one at a time (memory.onload)
-        pipe._evict_transformer = backbone.evict_for_encoders
-        pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
-        pipe.set_progress_bar_config(disable=not progress, leave=False)
+        pipe = self.staged_pipeline(backbone, MaskedWanI2VPipeline, flow_shift, progress)
         # prompts through the backbone's cache: the text encoder runs (or is reloaded) only for a new prompt
         prompts = [prompt] + ([negative_prompt or ""] if guidance > 1 else [])
         new = backbone.evict_for_encoders and any(p not in backbone.prompt_cache for p in prompts)
