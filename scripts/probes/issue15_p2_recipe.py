@@ -23,6 +23,11 @@ RECIPES = {
     "lr4e-3+w_gen2": dict(lr=4e-3, w_generate=2.0, w_keep=1.0),
     "aug_mix": dict(colour_aug="mix"),
     "aug_mix_s1": dict(colour_aug="mix", seed=1),
+    "aug_mix+lr4e-3": dict(colour_aug="mix", lr=4e-3),
+    "aug_mix+w_gen2": dict(colour_aug="mix", w_generate=2.0, w_keep=1.0),
+    "aug_mix+steps1200": dict(colour_aug="mix", steps=1200),
+    "aug_mix+w_gen2_s1": dict(colour_aug="mix", w_generate=2.0, w_keep=1.0, seed=1),
+    "aug_mix+lr4e-3+w_gen2": dict(colour_aug="mix", lr=4e-3, w_generate=2.0, w_keep=1.0),
     "aug_hue": dict(colour_aug="hue"),
 }
 N_CASES = 2
