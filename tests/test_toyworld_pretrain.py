@@ -67,3 +67,23 @@ def test_init_from_grows_a_run_and_resuming_with_another_size_names_the_fix(tmp_
     with pytest.raises(ValueError, match="--layers"):
         pretrain(PretrainConfig(run=str(tmp_path / "b"), steps=3, batch=2, threads=1,
                                 export_dir=str(tmp_path / "b_x"), model=ToyModelConfig(**SMALL)))
+
+
+def test_a_slim_checkpoint_is_smaller_and_resumes_with_a_fresh_warmup(tmp_path, capsys):
+    import json
+
+    from loraedit_nb.toyworld.pretrain import slim_checkpoint
+
+    cfg = PretrainConfig(run=str(tmp_path / "r"), steps=2, batch=2, threads=1, export_dir=str(tmp_path / "x"),
+                         model=ToyModelConfig(**SMALL))
+    pretrain(cfg)
+    ckpt = tmp_path / "r" / "checkpoint.pt"
+    full = torch.load(ckpt, weights_only=False)
+    before, after = slim_checkpoint(ckpt)
+    assert after < 0.7 * before and "optimizer" not in torch.load(ckpt, weights_only=False)
+    pretrain(PretrainConfig(**{**cfg.__dict__, "steps": 3}))
+    assert "warms up again from step 2" in capsys.readouterr().out
+    st = torch.load(ckpt, weights_only=False)
+    assert st["step"] == 3 and "optimizer" in st  # the next full checkpoint has it again
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["rewarm_from"] == 2
+    assert not torch.equal(st["transformer"]["proj_out.weight"], full["transformer"]["proj_out.weight"])  # it trained

@@ -35,7 +35,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +201,18 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def slim_checkpoint(path: Path) -> tuple[int, int]:
+    """Rewrite a checkpoint without the optimiser's moments, atomically: about half its size, small enough to commit
+    (the grown toy model's full checkpoint is 30 MB). Resuming from it starts AdamW afresh and warms the learning
+    rate up again from its step (see :func:`pretrain`). Returns the sizes in bytes before and after."""
+    path = Path(path)
+    before = path.stat().st_size
+    st = torch.load(path, weights_only=False)
+    st.pop("optimizer", None)
+    _save_atomic(st, path)
+    return before, path.stat().st_size
+
+
 def export(bb: Backbone, ema_state: dict, out: Path, meta: dict) -> None:
     """Write the EMA weights as a diffusers-format backbone folder, atomically (tmp folder + rename)."""
     live = {k: v.detach().clone() for k, v in bb.transformer.state_dict().items()}
@@ -258,9 +270,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
         st = torch.load(ckpt, weights_only=False)
         tr.load_state_dict(st["transformer"])
         te.load_state_dict(st["text_encoder"])
-        opt.load_state_dict(st["optimizer"])
-        for g, base in zip(opt.param_groups, (cfg.lr, cfg.text_lr), strict=True):
-            g["base_lr"] = base  # this command's --lr / --text-lr, not the saved ones
+        if "optimizer" in st:
+            opt.load_state_dict(st["optimizer"])
+            for g, base in zip(opt.param_groups, (cfg.lr, cfg.text_lr), strict=True):
+                g["base_lr"] = base  # this command's --lr / --text-lr, not the saved ones
+        else:  # a slim checkpoint (slim_checkpoint): fresh AdamW moments, so the learning rate warms up again
+            cfg = replace(cfg, rewarm_from=st["step"])
+            print(f"{ckpt} holds no optimiser state (slim): AdamW starts afresh and the learning rate warms up "
+                  f"again from step {st['step']}", flush=True)
         ema = st["ema"]
         rng.bit_generator.state = st["np_rng"]
         gen.set_state(st["torch_rng"])
@@ -350,7 +367,13 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--" + f.replace("_", "-"), type=type(getattr(d, f)), default=getattr(d, f))
     for f in ("layers", "ffn"):
         p.add_argument("--" + f, type=int, default=getattr(d.model, f), help="transformer size (model config)")
+    p.add_argument("--slim", action="store_true",
+                   help="only rewrite --run's checkpoint.pt without optimiser state (to commit it), then exit")
     a = vars(p.parse_args(argv))
+    if a.pop("slim"):
+        before, after = slim_checkpoint(Path(a["run"]) / "checkpoint.pt")
+        print(f"{a['run']}/checkpoint.pt: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB (no optimiser state)")
+        return
     model = ToyModelConfig(layers=a.pop("layers"), ffn=a.pop("ffn"))
     cfg = PretrainConfig(**a, model=model)
     pretrain(cfg)
