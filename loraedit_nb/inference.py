@@ -31,13 +31,13 @@ from .masks import (
 from .memory import (
     apply_fp8,
     block_swapper,
-    disable_block_swap,
     enable_block_swap,
     enable_expert_switch,
     fix_lora_dtype,
     get_preset,
     is_fp8,
     onload,
+    to_host,
 )
 from .video import InputError, check_image, check_video, from_model, hstack, resize_and_crop, write_video
 
@@ -190,8 +190,7 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
         backbone.evict_for_encoders = preset.edit_offload != "none" and backbone.device.type == "cuda"
         if backbone.device.type != "cpu":
             for m in (backbone.transformer, backbone.transformer_2):
-                disable_block_swap(m, restore_to="cpu")
-                m.to("cpu")
+                to_host(m)
             enable_expert_switch([backbone.transformer, backbone.transformer_2], out["blocks_to_swap"],
                                  backbone.device)
             if preset.edit_offload == "none":
@@ -205,8 +204,7 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
         if tr.dtype in (torch.bfloat16, torch.float16):
             if getattr(tr, "peft_config", None):
                 tr.delete_adapters(list(tr.peft_config))  # cast the base alone; use_lora attaches the LoRA after
-            disable_block_swap(tr, restore_to="cpu")
-            tr.to("cpu")
+            to_host(tr)
             apply_fp8(tr)
         else:
             print(f"memory_preset={preset.name!r}: the transformer is {tr.dtype}, so editing keeps it unquantised "

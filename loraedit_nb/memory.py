@@ -478,14 +478,17 @@ def enable_expert_switch(experts: list[torch.nn.Module], n: int, device) -> Expe
         old = getattr(m, "_loraedit_expert_switch", None)
         if old is not None:
             old.remove()
-
-    def release(m):
-        disable_block_swap(m, restore_to="cpu")
-        m.to("cpu")
-    sw = ExpertSwitch(experts, lambda m: enable_block_swap(m, int(n), device), release)
+    sw = ExpertSwitch(experts, lambda m: enable_block_swap(m, int(n), device), to_host)
     for m in experts:
         m._loraedit_expert_switch = sw
     return sw
+
+
+def to_host(transformer) -> None:
+    """All of ``transformer`` on the CPU: its :class:`BlockSwapper`, if any, removed via the host (restoring its
+    blocks to the GPU could OOM), then every other part moved. What a model leaves the GPU for another."""
+    disable_block_swap(transformer, restore_to="cpu")
+    transformer.to("cpu")
 
 
 def block_swapper(transformer) -> BlockSwapper | None:

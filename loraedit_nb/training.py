@@ -38,7 +38,7 @@ from .lora import add_lora, lora_state_dict, read_lora_meta, save_lora, set_lora
 from .loss import flow_matching_loss, region_weights, sample_timesteps
 from .memory import (
     MEMORY_PRESETS,  # noqa: F401 - re-exported (the presets used to live here)
-    disable_block_swap,
+    to_host,
 )
 from .regimes import Sample, augment_colour
 from .video import to_model
@@ -416,9 +416,7 @@ def train_experts(backbone, samples: Sequence[Sample | CachedSample], config: Tr
         history += [{**h, "step": h["step"] + i * cfg.steps, "expert": e} for h in run.history]
         runs[e], seconds = run, seconds + run.seconds
         if backbone.device.type != "cpu":  # the next expert gets the GPU to itself
-            expert = backbone.expert(e).transformer
-            disable_block_swap(expert, restore_to="cpu")
-            expert.to("cpu")
+            to_host(backbone.expert(e).transformer)
     pair = LoraRun({}, replace(cfg, expert=None), history, seconds=seconds, experts=runs,
                    memory={e: r.memory for e, r in runs.items()})
     if out is not None:

@@ -218,7 +218,6 @@ def test_a14b_experts_take_turns_on_the_gpu(a14b, monkeypatch):
     on_device = set()
     monkeypatch.setattr(memory, "enable_block_swap", lambda m, n, d, transport=None: on_device.add(id(m)))
     monkeypatch.setattr(memory, "disable_block_swap", lambda m, restore_to=None: on_device.discard(id(m)))
-    monkeypatch.setattr(inference, "disable_block_swap", lambda m, restore_to=None: on_device.discard(id(m)))
     a14b.execution_device = torch.device("cuda")  # prepare_for_editing sees a GPU tier ...
     try:
         info = inference.prepare_for_editing(a14b, "48GB", T, H, W)
@@ -246,7 +245,7 @@ def test_a14b_experts_take_turns_on_the_gpu(a14b, monkeypatch):
 def test_a14b_training_hands_the_gpu_from_one_expert_to_the_next(a14b, monkeypatch):
     """On a GPU, each expert's phase places that expert; the one before must be back on the CPU first (two 14B
     experts do not fit a 24-48 GB card together). The phases are stubbed; the hand-over is the real code."""
-    from loraedit_nb import training
+    from loraedit_nb import memory, training
 
     on_gpu, log = set(), []
 
@@ -256,7 +255,7 @@ def test_a14b_training_hands_the_gpu_from_one_expert_to_the_next(a14b, monkeypat
         return training.LoraRun({}, cfg, [{"step": 1, "loss": 0.1}])
 
     monkeypatch.setattr(training, "train_lora", phase)
-    monkeypatch.setattr(training, "disable_block_swap", lambda m, restore_to=None: on_gpu.discard(id(m)))
+    monkeypatch.setattr(memory, "disable_block_swap", lambda m, restore_to=None: on_gpu.discard(id(m)))
     a14b.execution_device = torch.device("cuda")
     try:
         run = training.train_experts(a14b, [], training.toy_config(steps=1))

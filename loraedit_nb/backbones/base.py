@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -309,9 +309,7 @@ class Backbone:
             raise ValueError(f"expert {which!r}: {self.name} has "
                              + ("two experts, 'high' and 'low'" if self.transformer_2 is not None else
                                 "one transformer (experts are for Wan2.2-I2V-A14B)"))
-        import dataclasses
-
-        return dataclasses.replace(self, transformer=self.transformer if which == "high" else self.transformer_2,
+        return replace(self, transformer=self.transformer if which == "high" else self.transformer_2,
                                    transformer_2=None, boundary_ratio=None, prompt_cache=self.prompt_cache)
 
     def expert_range(self, which: str) -> tuple[float, float]:
