@@ -70,3 +70,23 @@ def test_the_cli_edits_frame_0_inside_the_clips_mask(tmp_path, capsys):
     out = read_image(tmp_path / "edited.png")
     src = read_image(tmp_path / "f0.png")
     assert out.shape == (32, 48, 3) and np.abs(out - src)[mask[0]].mean() > 0.02
+
+
+def test_the_gpu_options_store_fp8_and_offload_instead_of_moving(editor, tmp_path, monkeypatch):
+    """fp8=True (24 GB cards) must leave the transformer's weights in float8 and the rest as loaded; on a GPU,
+    offload=True must hand placement to diffusers' model CPU offload rather than move everything to the device."""
+    import torch
+    from diffusers import FluxKontextPipeline
+
+    editor.save_pretrained(tmp_path / "kontext")
+    pipe = F.load_editor(tmp_path / "kontext", dtype=torch.bfloat16, device="cpu", offload=False, fp8=True)
+    assert torch.float8_e4m3fn in {p.dtype for p in pipe.transformer.parameters()}
+    assert {p.dtype for p in pipe.vae.parameters()} | {p.dtype for p in pipe.text_encoder_2.parameters()} == {
+        torch.bfloat16}
+    out = F.edit_first_frame(_frame(32, 32), "make it red", editor=pipe, steps=2)
+    assert out.shape == (32, 32, 3) and np.isfinite(out).all()
+    calls = []
+    monkeypatch.setattr(FluxKontextPipeline, "enable_model_cpu_offload", lambda self, device: calls.append(device))
+    monkeypatch.setattr(FluxKontextPipeline, "to", lambda self, *a, **k: calls.append(("to", a)))
+    F.load_editor(tmp_path / "kontext", dtype=torch.float32, device="cuda", offload=True)
+    assert calls == ["cuda"]
