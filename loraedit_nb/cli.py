@@ -302,7 +302,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         raise ValueError(f"unknown variants {bad}; choose from {VARIANTS} (or 'core' / 'all')")
     bb = load_backbone(a.backbone) if a.workers <= 1 else a.backbone
     cfg = toy_config(**({"steps": a.steps} if a.steps else {}))
-    rows = run_comparison(bb, toy_cases(a.cases), variants, cfg, out=a.out, seed=a.seed, workers=a.workers)
+    seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else [a.seed]
+    rows = run_comparison(bb, toy_cases(a.cases), variants, cfg, out=a.out, seeds=seeds, workers=a.workers)
     print(summary_table(rows, variants))
     print(f"{len(rows)} edits evaluated; results in {a.out}/results.json, table in {a.out}/results.md")
 
@@ -349,6 +350,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--backbone", default="toy")
     ev.add_argument("--steps", type=int, help="LoRA steps per trained variant (default: toy_config's)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seeds", help="several seeds, e.g. 0,1,2 (training + sampling): the table gives spreads")
     ev.add_argument("--out", default="outputs/eval")
     ev.add_argument("--workers", type=int, default=1,
                     help="processes, one torch thread each (2 on a 2-core machine: ~2x faster than 1)")

@@ -10,7 +10,12 @@ time and needs a later edited frame). A *variant* is a way of producing the edit
 * ``motion+appearance`` — LoRA-Edit with the appearance regime on the user's edited frames;
 * ablations: ``motion_w2`` (dual-role weights 2:1 generate:keep), ``motion_noaug`` (no colour augmentation),
   ``motion+appearance_placed`` (edited later frames also placed in the condition), ``motion_composite`` (pixel
-  compositing of the source outside the feathered mask).
+  compositing of the source outside the feathered mask), ``motion_honour`` (``edit_video(honour_given=True)``:
+  frame 0, placed frames and the kept region are the given pixels, exactly).
+
+:func:`run_comparison` runs every variant on every case for one or several seeds (``seeds``: the LoRA's training
+seed and the sampling seed); :func:`summary_table` then gives each metric as the mean over seeds of the per-seed
+mean over cases, ± the spread (standard deviation) across seeds.
 """
 
 from __future__ import annotations
@@ -26,15 +31,24 @@ import numpy as np
 
 from . import masks as M
 from .conditioning import i2v_edit_mask
-from .evaluation import evaluate_edit, psnr
+from .evaluation import evaluate_edit, object_fidelity, psnr
 from .inference import edit_video
 from .masks import PlainI2VMaskWarning
 from .regimes import appearance_samples, motion_sample, naive_sample
 from .training import TrainConfig, toy_config, train_lora
 
 VARIANTS = ("untuned", "untuned_masked", "naive_lora", "motion", "motion+appearance", "motion_w2", "motion_noaug",
-            "motion+appearance_placed", "motion_composite")
+            "motion+appearance_placed", "motion_composite", "motion_honour")
 CORE = ("untuned", "naive_lora", "motion", "motion+appearance")
+#: the rows' names as the paper names them (README, notebook 05)
+LABELS = {"untuned": "un-tuned I2V", "untuned_masked": "un-tuned I2V + LoRA-Edit's mask (Fig. 2)",
+          "naive_lora": "naive LoRA (L_naive)", "motion": "LoRA-Edit (motion)",
+          "motion+appearance": "LoRA-Edit (motion + appearance)",
+          "motion_w2": "ablation: dual-role loss 2:1 (generate:keep)",
+          "motion_noaug": "ablation: no colour augmentation",
+          "motion+appearance_placed": "ablation: + appearance, edited frames also placed at inference",
+          "motion_composite": "ablation: motion, source composited outside the mask",
+          "motion_honour": "ablation: motion, given pixels honoured (`honour_given`)"}
 
 
 @dataclass
@@ -49,6 +63,7 @@ class Case:
     edited_frames: dict[int, np.ndarray]
     prompt: str  # caption of the source
     edited_prompt: str  # caption of the edited video
+    object_mask: np.ndarray | None = None  # the edit's own pixels, not dilated (near-colour share, vanished frames)
 
 
 def toy_cases(n: int = 8, *, size: int = 32, frames: int = 9, seed: int = 2024,
@@ -65,7 +80,7 @@ def toy_cases(n: int = 8, *, size: int = 32, frames: int = 9, seed: int = 2024,
         scene = render_scene(spec, size=size, frames=frames)
         e = make_edit(spec, kind, size=size, frames=frames, seed=seed + i)
         cases.append(Case(f"{i:02d}_{kind}", kind, scene.video, M.dilate(e.mask, 1), e.video, dict(e.edited_frames),
-                          scene.caption, e.caption))
+                          scene.caption, e.caption, e.mask.copy()))
     return cases
 
 
@@ -76,7 +91,8 @@ def training_recipe(variant: str) -> str | None:
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
     if variant in ("untuned", "untuned_masked"):
         return None
-    return {"motion_composite": "motion", "motion+appearance_placed": "motion+appearance"}.get(variant, variant)
+    return {"motion_composite": "motion", "motion_honour": "motion",
+            "motion+appearance_placed": "motion+appearance"}.get(variant, variant)
 
 
 def train_recipe(backbone, case: Case, recipe: str, config: TrainConfig, *, progress: bool = False):
@@ -101,7 +117,7 @@ def run_variant(backbone, case: Case, variant: str, config: TrainConfig | None =
     ``lora_cache``: a dict shared across the variants of one case; a LoRA trained for one variant is reused by the
     variants that differ from it only at inference (same recipe, same seed: the same weights), saving their
     training time. ``seconds`` always counts the LoRA's training time, reused or not (what the variant costs)."""
-    cfg = config or toy_config(seed=seed)
+    cfg = replace(config, seed=seed) if config is not None else toy_config(seed=seed)  # the seed trains, too
     t0 = time.time()
     first = case.edited_frames[0]
     later = {i: f for i, f in case.edited_frames.items() if i != 0}
@@ -126,58 +142,70 @@ def run_variant(backbone, case: Case, variant: str, config: TrainConfig | None =
             warnings.simplefilter("ignore", PlainI2VMaskWarning)
         res = edit_video(backbone, lora, case.source, mask_inf, first, edited_frames=later or None,
                          place_edited_frames=variant == "motion+appearance_placed",
-                         composite=variant == "motion_composite", **kw)
+                         composite=variant == "motion_composite", honour_given=variant == "motion_honour", **kw)
     m = evaluate_edit(case.source, res.video, mask, ground_truth=case.ground_truth)
+    if case.object_mask is not None:
+        m.update(object_fidelity(case.ground_truth, res.video, case.object_mask))
+    m["frame0_psnr"] = psnr(first[None], res.video[:1])  # inf = exactly the user's edited first frame
     # later-frame fidelity: how well the last frames follow the (changing) ground-truth appearance
     T = len(case.source)
     tail = np.zeros_like(mask)
     tail[T // 2 :] = mask[T // 2 :]
     m["gt_psnr_region_late"] = psnr(case.ground_truth, res.video, tail) if tail.any() else math.nan
-    m.update(case=case.name, kind=case.kind, variant=variant, seconds=round(train_s + time.time() - t1, 2),
+    m.update(case=case.name, kind=case.kind, variant=variant, seed=seed, seconds=round(train_s + time.time() - t1, 2),
              train_steps=len(getattr(lora, "history", ())) if lora is not None else 0, lora_reused=reused)
     m["video"] = res.video
     return m
 
 
-def _run_cases(backbone, cases: list[Case], variants, config, seed: int, progress: bool):
+def _run_jobs(backbone, jobs: list[tuple[Case, int]], variants, config, progress: bool, video_seed: int):
+    """Every variant on each ``(case, seed)`` job. Videos are kept for ``video_seed`` only (memory)."""
     from tqdm.auto import tqdm
 
     rows, videos = [], {}
-    for case in tqdm(cases, desc="cases", disable=not progress):
-        cache: dict = {}  # per case: LoRAs are specific to their clip
+    for case, seed in tqdm(jobs, desc="cases", disable=not progress):
+        cache: dict = {}  # per case and seed: LoRAs are specific to their clip and their training seed
         for v in variants:
             r = run_variant(backbone, case, v, config, seed=seed, lora_cache=cache)
-            videos.setdefault(case.name, {})[v] = r.pop("video")
+            video = r.pop("video")
+            if seed == video_seed:
+                videos.setdefault(case.name, {})[v] = video
             rows.append(r)
     return rows, videos
 
 
-def _worker(backbone_name: str, cases: list[Case], variants, config, seed: int, threads: int, q):
+def _worker(backbone_name: str, jobs: list[tuple[Case, int]], variants, config, video_seed: int, threads: int, q):
     import torch
 
     from .models import load_backbone
 
     torch.set_num_threads(threads)
-    q.put(_run_cases(load_backbone(backbone_name), cases, variants, config, seed, progress=False))
+    q.put(_run_jobs(load_backbone(backbone_name), jobs, variants, config, False, video_seed))
 
 
 def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConfig | None = None, *,
-                   out: str | Path | None = None, seed: int = 0, progress: bool = True, workers: int = 1,
-                   threads_per_worker: int = 1, videos: dict | None = None) -> list[dict]:
-    """Every variant on every case; returns one row of metrics per (case, variant). With ``out``: ``results.json``,
-    ``results.md`` (table), ``bars.png`` and one comparison video per case (source | mask | ground truth |
-    variants...). ``videos``: a dict to fill with every edited video, ``videos[case name][variant]``.
+                   out: str | Path | None = None, seed: int = 0, seeds=None, progress: bool = True,
+                   workers: int = 1, threads_per_worker: int = 1, videos: dict | None = None) -> list[dict]:
+    """Every variant on every case; returns one row of metrics per (case, variant, seed). With ``out``:
+    ``results.json``, ``results.md`` (table), ``bars.png`` and one comparison video per case (source | mask | ground
+    truth | variants..., first seed). ``videos``: a dict to fill with every edited video, ``videos[case][variant]``
+    (first seed).
 
-    ``workers > 1`` splits the cases over that many processes (``backbone`` must then be a name for
-    :func:`~loraedit_nb.backbones.load_backbone`; each process loads it): on a small CPU, processes with one thread
-    each beat one process with many threads for this tiny model. Results are the same as with one worker (every
-    training and generation is seeded per case)."""
+    ``seeds``: several seeds (each one the LoRA's training seed and the sampling seed; default ``(seed,)``), so the
+    table can give spreads. ``workers > 1`` splits the (case, seed) jobs over that many processes (``backbone`` must
+    then be a name for :func:`~loraedit_nb.backbones.load_backbone`; each process loads it): on a small CPU,
+    processes with one thread each beat one process with many threads for this tiny model. Results are the same as
+    with one worker (every training and generation is seeded per case)."""
+    seeds = tuple(seeds) if seeds is not None else (seed,)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and not empty, got {seeds}")
+    jobs = [(c, s) for s in seeds for c in cases]
     if workers <= 1:
         if isinstance(backbone, str):
             from .models import load_backbone
 
             backbone = load_backbone(backbone)
-        rows, edited = _run_cases(backbone, cases, variants, config, seed, progress)
+        rows, edited = _run_jobs(backbone, jobs, variants, config, progress, seeds[0])
     else:
         import multiprocessing as mp
 
@@ -186,8 +214,8 @@ def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConf
                              "process loads its own")
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
-        chunks = [cases[i::workers] for i in range(workers)]
-        procs = [ctx.Process(target=_worker, args=(backbone, ch, variants, config, seed, threads_per_worker, q))
+        chunks = [jobs[i::workers] for i in range(workers)]
+        procs = [ctx.Process(target=_worker, args=(backbone, ch, variants, config, seeds[0], threads_per_worker, q))
                  for ch in chunks if ch]
         for p in procs:
             p.start()
@@ -195,11 +223,12 @@ def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConf
         for _ in procs:
             r, v = q.get()
             rows += r
-            edited.update(v)
+            for name, per in v.items():
+                edited.setdefault(name, {}).update(per)
         for p in procs:
             p.join()
         order = {c.name: i for i, c in enumerate(cases)}
-        rows.sort(key=lambda r: (order[r["case"]], list(variants).index(r["variant"])))
+        rows.sort(key=lambda r: (seeds.index(r["seed"]), order[r["case"]], list(variants).index(r["variant"])))
     if out is not None:
         write_report(rows, cases, edited, Path(out), variants)
     if videos is not None:
@@ -208,23 +237,46 @@ def run_comparison(backbone, cases: list[Case], variants=CORE, config: TrainConf
 
 
 METRICS = (("bg_psnr", "background PSNR (dB) ↑"), ("gt_psnr_region", "edit-region PSNR vs GT (dB) ↑"),
-           ("gt_psnr_region_late", "late-frame region PSNR vs GT (dB) ↑"), ("gt_psnr", "whole-frame PSNR vs GT ↑"),
-           ("gt_colour_error", "region colour error vs GT ↓"), ("warp_error", "warp error ↓"),
-           ("motion_cosine", "motion cosine ↑"))
+           ("gt_psnr_region_late", "late-frame region PSNR vs GT (dB) ↑"),
+           ("gt_near_share", "edit pixels near GT ↑"), ("vanished_frames", "vanished frames ↓"),
+           ("frame0_psnr", "frame 0 vs the given edit (dB) ↑"), ("gt_colour_error", "region colour error vs GT ↓"),
+           ("warp_error", "warp error ↓"), ("motion_cosine", "motion cosine ↑"))
+_DIGITS = {"warp_error": 3, "motion_cosine": 3, "gt_colour_error": 3, "gt_near_share": 2, "vanished_frames": 1}
+_EXACT = 100.0  # an identical frame has PSNR inf; aggregated as this and printed as "exact"
+
+
+def _per_seed(rows: list[dict], variant: str, key: str) -> list[float]:
+    """``key`` per seed for ``variant``: the mean over cases (vanished frames: the count over cases)."""
+    out = []
+    for s in dict.fromkeys(r.get("seed", 0) for r in rows):
+        vals = [r.get(key) for r in rows if r["variant"] == variant and r.get("seed", 0) == s]
+        vals = [min(float(v), _EXACT) for v in vals if v is not None and not math.isnan(v)]
+        if vals:
+            out.append(float(np.sum(vals)) if key == "vanished_frames" else float(np.mean(vals)))
+    return out
 
 
 def summary_table(rows: list[dict], variants) -> str:
+    """A Markdown table, one row per variant named as the paper names it (:data:`LABELS`). Each cell: the mean over
+    cases (vanished frames: the count over cases), averaged over seeds, ``± the standard deviation across seeds``
+    when there are several."""
+    n_seeds = len({r.get("seed", 0) for r in rows})
     lines = ["| variant | " + " | ".join(lbl for _, lbl in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for v in variants:
-        sel = [r for r in rows if r["variant"] == v]
-        if not sel:
+        if not any(r["variant"] == v for r in rows):
             continue
         cells = []
         for k, _ in METRICS:
-            vals = [r[k] for r in sel if r.get(k) is not None and np.isfinite(r[k])]
-            cells.append(f"{np.mean(vals):.3f}" if k in ("warp_error", "motion_cosine", "gt_colour_error") and vals else
-                         f"{np.mean(vals):.2f}" if vals else "-")
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+            per = _per_seed(rows, v, k)
+            if not per:
+                cells.append("-")
+                continue
+            if "psnr" in k and min(per) >= _EXACT:
+                cells.append("exact")
+                continue
+            d = _DIGITS.get(k, 2)
+            cells.append(f"{np.mean(per):.{d}f}" + (f" ± {np.std(per, ddof=1):.{d}f}" if n_seeds > 1 else ""))
+        lines.append(f"| {LABELS.get(v, v)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -211,7 +211,7 @@ def _stage_lora_edit(out: Path, seed: int, ctx: dict, rep: dict, sections: dict)
     scene, edit, region = clip.edit.source, clip.edit, clip.mask
     tfps, up = bb.defaults.get("fps", 6), 4
     case = Case("demo_recolour", "recolour", scene.video, region, edit.video, dict(edit.edited_frames),
-                scene.caption, edit.caption)
+                scene.caption, edit.caption, edit.mask)
     d = out / "lora_edit"
     reused = _reused_notebook02_lora(bb, clip)
     cache = {(case.name, "motion"): (reused, 0.0)} if reused is not None else None
@@ -231,6 +231,10 @@ def _stage_lora_edit(out: Path, seed: int, ctx: dict, rep: dict, sections: dict)
         f"| edit-region PSNR vs ground-truth edit (dB) | {b['gt_psnr_region']:.2f} | {m['gt_psnr_region']:.2f} |",
         f"| background PSNR vs source (dB) | {b['bg_psnr']:.2f} | {m['bg_psnr']:.2f} |",
         f"| whole-frame PSNR vs ground truth (dB) | {b['gt_psnr']:.2f} | {m['gt_psnr']:.2f} |",
+        f"| edit pixels within 0.35 (RGB) of the true edit, frames ≥ 1 | {b['gt_near_share']:.2f} | "
+        f"{m['gt_near_share']:.2f} |",
+        f"| frames where the edit vanished (of {len(scene.video) - 1}) | {b['vanished_frames']} | "
+        f"{m['vanished_frames']} |",
         f"| seconds (edit{'' if reused else ' incl. LoRA training'}) | {b['seconds']:.1f} | {m['seconds']:.1f} |", "",
         "Files: `lora_edit/edited.mp4`, `lora_edit/edited_comparison.mp4` (source | mask | edited), "
         "`lora_edit/vs_ground_truth.mp4` (source | ground truth | un-tuned | LoRA-Edit).", ""]

@@ -176,6 +176,24 @@ def region_colour_error(ground_truth: np.ndarray, edited: np.ndarray, region: np
     return float(np.mean(errs)) if errs else math.nan
 
 
+def object_fidelity(ground_truth: np.ndarray, edited: np.ndarray, obj: np.ndarray, *, tol: float = 0.35,
+                    vanish_below: float = 0.30) -> dict:
+    """Did the edited *object* arrive, pixel by pixel? ``obj`` (T, H, W) bool: the edit's own pixels (not dilated;
+    for a recolour, the object). Over frames >= 1 (frame 0 is given):
+
+    * ``gt_near_share``: the share of ``obj`` pixels whose RGB is within L2 distance ``tol`` of the ground truth
+      (for a recolour: the object drawn in the edited colour), in [0, 1];
+    * ``vanished_frames``: how many frames' own share is below ``vanish_below`` (the edit is gone there).
+    NaN / 0 if ``obj`` is empty after frame 0."""
+    d = np.linalg.norm(np.asarray(edited, np.float64) - np.asarray(ground_truth, np.float64), axis=-1)
+    obj = np.asarray(obj, bool)
+    per = [float((d[t][obj[t]] <= tol).mean()) for t in range(1, len(obj)) if obj[t].any()]
+    later = obj.copy()
+    later[0] = False
+    return {"gt_near_share": float((d[later] <= tol).mean()) if later.any() else math.nan,
+            "vanished_frames": int(sum(s < vanish_below for s in per))}
+
+
 def evaluate_edit(source: np.ndarray, edited: np.ndarray, mask: np.ndarray, *, ground_truth: np.ndarray | None = None,
                   with_lpips: bool = False) -> dict:
     """All CPU metrics of one edit. ``mask`` True = edit region. Background = ``~mask``; frame 0 is included."""

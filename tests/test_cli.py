@@ -65,7 +65,7 @@ def test_evaluate_command_writes_table_and_json(tmp_path):
     rows = json.loads((out / "results.json").read_text())
     assert {r["variant"] for r in rows} == {"untuned", "motion"}
     assert all(np.isfinite(r["bg_psnr"]) for r in rows)
-    assert "| motion |" in (out / "results.md").read_text() and (out / "bars.png").exists()
+    assert "| LoRA-Edit (motion) |" in (out / "results.md").read_text() and (out / "bars.png").exists()
     with pytest.raises(ValueError, match="unknown variants"):
         main(["evaluate", "--variants", "nope", "--out", str(out)])
 
@@ -76,16 +76,34 @@ def test_evaluation_reuses_loras_and_splits_cases_over_workers(tmp_path):
 
     variants = ("untuned", "motion", "motion_composite")
     cfg = toy_config(steps=2, rank=4, batch_size=1, colour_aug=None)
-    one = run_comparison("tiny-random", toy_cases(2), variants, cfg, progress=False)
-    two = run_comparison("tiny-random", toy_cases(2), variants, cfg, progress=False, workers=2,
+    one = run_comparison("tiny-random", toy_cases(2), variants, cfg, progress=False, seeds=(0, 1))
+    two = run_comparison("tiny-random", toy_cases(2), variants, cfg, progress=False, workers=2, seeds=(0, 1),
                          out=tmp_path / "eval")
-    assert [(r["case"], r["variant"]) for r in one] == [(r["case"], r["variant"]) for r in two]
+    key = [(r["seed"], r["case"], r["variant"]) for r in one]
+    assert key == [(r["seed"], r["case"], r["variant"]) for r in two] and len(key) == 2 * 2 * 3
+    assert {r["seed"] for r in one} == {0, 1}
     for a, b in zip(one, two, strict=True):
         assert a["gt_psnr_region"] == pytest.approx(b["gt_psnr_region"], abs=1e-3)
     comp = [r for r in one if r["variant"] == "motion_composite"]
     assert all(r["lora_reused"] and r["train_steps"] == 2 for r in comp)  # the motion LoRA, not a second run
     assert not any(r["lora_reused"] for r in one if r["variant"] == "motion")
-    assert (tmp_path / "eval" / "results.md").exists()
+    assert "± " in (tmp_path / "eval" / "results.md").read_text()  # two seeds: spreads
+    with pytest.raises(ValueError, match="distinct"):
+        run_comparison("tiny-random", toy_cases(1), variants, cfg, seeds=(0, 0))
+
+
+def test_a_comparison_seed_is_the_lora_training_seed_too(monkeypatch):
+    import loraedit_nb.comparisons as C
+    from loraedit_nb.models import load_backbone
+    from loraedit_nb.training import toy_config
+
+    seen = []
+    monkeypatch.setattr(C, "train_lora", lambda bb, samples, config, **kw: seen.append(config.seed))
+    case = C.toy_cases(1)[0]
+    bb = load_backbone("tiny-random")
+    for s in (3, 5):
+        C.run_variant(bb, case, "motion", toy_config(steps=1, seed=0), seed=s)
+    assert seen == [3, 5]
 
 
 def test_real_backbone_defaults_to_bf16_on_the_gpu_with_an_auto_preset(monkeypatch):

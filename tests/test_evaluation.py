@@ -116,3 +116,37 @@ def test_paper_claims_say_reproduced_or_not_from_the_rows():
     assert "**not reproduced in this run**" in text and "**reproduced**: the appearance regime follows" in text
     assert claims_markdown({"a": True, "b": False}) == ("* ✓ holds in this run — a\n"
                                                         "* ✗ does **not** hold in this run — b")
+
+
+def test_object_fidelity_counts_near_pixels_and_vanished_frames():
+    gt = np.zeros((4, 8, 8, 3), np.float32)
+    obj = np.zeros((4, 8, 8), bool)
+    obj[:, 2:6, 2:6] = True
+    gt[obj] = [0, 1, 0]
+    out = gt.copy()
+    out[2][obj[2]] = [0.5, 0.5, 0.5]  # frame 2: the object is gone (grey), distance 0.87 > 0.35
+    out[3, 2:4, 2:6] = [0.1, 0.9, 0.1]  # frame 3: half the object slightly off (0.17), still near
+    out[0][obj[0]] = 0  # frame 0 is the given frame: not counted
+    f = E.object_fidelity(gt, out, obj)
+    assert f == {"gt_near_share": pytest.approx(2 / 3), "vanished_frames": 1}
+    assert E.object_fidelity(gt, out, obj, tol=0.1)["vanished_frames"] == 1  # frame 3 still half near
+    assert E.object_fidelity(gt, out, obj, tol=0.1)["gt_near_share"] == pytest.approx((16 + 8) / 48)
+
+
+def test_summary_table_names_rows_as_the_paper_and_gives_spreads_over_seeds():
+    from loraedit_nb.comparisons import summary_table
+
+    rows = [{"variant": v, "seed": s, "case": c, "bg_psnr": b + s + c, "frame0_psnr": f, "vanished_frames": s}
+            for s in (0, 1, 2) for c in (0, 1)
+            for v, b, f in (("motion", 30.0, 36.0), ("motion_honour", float("inf"), float("inf")))]
+    table = summary_table(rows, ("motion", "motion_honour", "untuned"))
+    lines = table.splitlines()
+    assert len(lines) == 4 and "untuned" not in table  # no rows, no line
+    motion = lines[2].split(" | ")
+    assert motion[0] == "| LoRA-Edit (motion)"
+    assert motion[1] == "31.50 ± 1.00"  # per-seed means 30.5, 31.5, 32.5: mean 31.5, sample std 1.0
+    assert motion[5] == "2.0 ± 2.0"  # vanished: the count over the two cases per seed (0, 2, 4)
+    honour = lines[3].split(" | ")
+    assert honour[1] == "exact" and honour[6] == "exact"
+    single = summary_table([r for r in rows if r["seed"] == 0], ("motion",))
+    assert "±" not in single and "| 30.50 |" in single
