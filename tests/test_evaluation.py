@@ -112,6 +112,7 @@ def test_paper_claims_say_reproduced_or_not_from_the_rows():
     assert "**reproduced**: the mask-aware LoRA keeps the background best" in text
     assert "**not reproduced at toy size**: the difference (+0.3 dB)" in text
     assert "this is what makes the later frame arrive here" in text
+    assert "goes the wrong way" in paper_claims(rows(36.7, 8.9))  # appearance 0.7 dB below motion only
     text = paper_claims(rows(32.2, 12.0))  # background within noise of naive LoRA; appearance clearly ahead
     assert "**not reproduced in this run**" in text and "**reproduced**: the appearance regime follows" in text
     assert claims_markdown({"a": True, "b": False}) == ("* ✓ holds in this run — a\n"
