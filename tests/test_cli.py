@@ -164,3 +164,31 @@ def test_user_errors_print_one_line_with_the_fix(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "torchvision" not in ln]
     assert len(lines) == 1 and lines[0].startswith("error:") and "train first" in lines[0], r.stderr
     assert "Traceback" not in r.stderr and "{run}" not in r.stderr
+
+
+def test_motion_plus_appearance_continues_the_motion_lora_as_the_official_code_does(monkeypatch):
+    import loraedit_nb.comparisons as C
+    from loraedit_nb.models import load_backbone
+    from loraedit_nb.training import toy_config
+
+    real, calls = C.train_lora, []
+
+    def spy(bb, samples, config, **kw):
+        calls.append(([s.regime for s in samples], config.steps, kw.get("init_lora")))
+        return real(bb, samples, config, **kw)
+
+    monkeypatch.setattr(C, "train_lora", spy)
+    bb = load_backbone("tiny-random")
+    case = C.toy_cases(6)[5]  # a colour change: edited frames 0 and 8
+    cfg = toy_config(steps=16, rank=4, batch_size=1, colour_aug=None)
+    cache: dict = {}
+    motion = C.run_variant(bb, case, "motion", cfg, lora_cache=cache)
+    both = C.run_variant(bb, case, "motion+appearance", cfg, lora_cache=cache)
+    assert C.appearance_stage_steps(16) == 3 and C.appearance_stage_steps(800) == 150
+    assert [c[:2] for c in calls] == [(["motion"], 16), (["motion", "appearance", "appearance"], 3)]
+    assert calls[1][2] is cache[(case.name, "motion")][0]  # continued from the motion LoRA, not trained again
+    assert both["train_steps"] == 3 and both["seconds"] >= motion["seconds"] - 1e-6
+    calls.clear()
+    C.run_variant(bb, case, "motion+appearance", cfg)  # alone: both stages here
+    assert [c[:2] for c in calls] == [(["motion"], 16), (["motion", "appearance", "appearance"], 3)]
+    assert calls[1][2] is not None

@@ -10,7 +10,7 @@ naive LoRA, LoRA-Edit (motion) and, on the shape swaps, LoRA-Edit (motion + appe
 trained on and also placed. Output: ``results/issue15_unseen.md`` (+ raw JSON).
 
 Run (about 20 CPU-minutes per seed at one thread):
-    LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python scripts/probes/issue15_unseen.py --seeds 0,1,2 --workers 2
+    LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python scripts/probes/issue15_unseen.py --seeds 0,1 --workers 2
 """
 from __future__ import annotations
 
