@@ -147,10 +147,11 @@ show_videos({f"{c.name}: {k}": up(v) for c in cases for k, v in
 # ## 3. The comparison
 #
 # For every case: the **un-tuned** model from the edited first frame (plain I2V), a **naive LoRA** trained on the
-# whole clip without mask and used the same way, **LoRA-Edit (motion)**, **LoRA-Edit (+ appearance)** trained on
-# the user's edited frames too, and the same LoRA with the edited later frames also *placed* in the condition at
-# inference (`_placed`: our addition, not the paper's recipe). Each trained variant fine-tunes its own LoRA with
-# the toy defaults; `_placed` reuses the `+ appearance` LoRA.
+# whole clip without mask and used the same way, **LoRA-Edit (motion)**, **LoRA-Edit (+ appearance)**: the motion
+# LoRA continued on the user's edited frames, as the official code does (notebook 03's stage 2), and the same LoRA
+# with the edited later frames also *placed* in the condition at inference (`_placed`: our addition, not the
+# paper's recipe). The naive and motion LoRAs are trained with the toy defaults; `+ appearance` continues the
+# motion LoRA for 3/16 of its steps; `_placed` reuses the `+ appearance` LoRA.
 #
 # The two baselines are given Wan's stock I2V mask (every frame after the first generated). Used for editing, such
 # a mask is usually a mistake and the package warns about it — here it is the point of the baseline, so the
