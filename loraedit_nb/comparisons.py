@@ -148,9 +148,9 @@ def run_variant(backbone, case: Case, variant: str, config: TrainConfig | None =
             lora, train_s = lora_cache[key]
             reused = True
         else:
-            motion, motion_s = (lora_cache or {}).get((case.name, "motion"), (None, 0.0))
-            if recipe != "motion+appearance":
-                motion, motion_s = None, 0.0
+            motion, motion_s = None, 0.0  # the appearance stage continues this case's motion LoRA if there is one
+            if recipe == "motion+appearance" and lora_cache is not None:
+                motion, motion_s = lora_cache.get((case.name, "motion"), (None, 0.0))
             lora = train_recipe(backbone, case, recipe, cfg, progress=progress, motion_lora=motion)
             train_s = time.time() - t0 + motion_s  # a reused motion stage still counts: the recipe costs it
             if lora_cache is not None:
@@ -264,8 +264,9 @@ _DIGITS = {"warp_error": 3, "motion_cosine": 3, "gt_colour_error": 3, "gt_near_s
 _EXACT = 100.0  # an identical frame has PSNR inf; aggregated as this and printed as "exact"
 
 
-def _per_seed(rows: list[dict], variant: str, key: str) -> list[float]:
-    """``key`` per seed for ``variant``: the mean over cases (vanished frames: the count over cases)."""
+def per_seed(rows: list[dict], variant: str, key: str) -> list[float]:
+    """``key`` per seed for ``variant``: the mean over cases (vanished frames: the count over cases), NaNs left
+    out, an exact (inf) PSNR counted as 100 dB. What :func:`summary_table` and :func:`bar_chart` average."""
     out = []
     for s in dict.fromkeys(r.get("seed", 0) for r in rows):
         vals = [r.get(key) for r in rows if r["variant"] == variant and r.get("seed", 0) == s]
@@ -286,7 +287,7 @@ def summary_table(rows: list[dict], variants) -> str:
             continue
         cells = []
         for k, _ in METRICS:
-            per = _per_seed(rows, v, k)
+            per = per_seed(rows, v, k)
             if not per:
                 cells.append("-")
                 continue
@@ -347,7 +348,7 @@ def bar_chart(rows: list[dict], variants, path: str | Path) -> None:
     keys = [k for k, _ in METRICS[:3]]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
     for ax, k in zip(axes, keys, strict=True):
-        per = [_per_seed(rows, v, k) for v in variants]
+        per = [per_seed(rows, v, k) for v in variants]
         means = [np.mean(p) if p else np.nan for p in per]
         err = [np.std(p, ddof=1) if len(p) > 1 else 0.0 for p in per]
         ax.bar(range(len(variants)), means, yerr=err, capsize=3, color="tab:blue")
@@ -355,7 +356,7 @@ def bar_chart(rows: list[dict], variants, path: str | Path) -> None:
         ax.set_title(dict(METRICS)[k], fontsize=9)
         if k == "bg_psnr" and max(np.nan_to_num(means)) >= _EXACT:
             ax.set_ylim(0, 60)
-            ax.annotate("exact", (list(means).index(max(means)), 58), ha="center", va="top", fontsize=8)
+            ax.annotate("exact", (int(np.nanargmax(means)), 58), ha="center", va="top", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

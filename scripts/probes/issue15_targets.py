@@ -1,12 +1,15 @@
 """Issue 15's targets read off comparison rows (``results.json`` of ``python -m loraedit_nb evaluate`` or of
 ``issue15_unseen.py``): per case kind and variant, mean over cases per seed, then mean ± std over seeds.
 
-    python3 scripts/probes/issue15_targets.py results/eval_toy/results.json [results/issue15_unseen/results.json]
+    python scripts/probes/issue15_targets.py results/eval_toy/results.json [results/issue15_unseen/results.json]
 """
 import json
-import math
 import sys
-from statistics import mean, stdev
+from statistics import mean
+
+import numpy as np
+
+from loraedit_nb.comparisons import per_seed
 
 KEYS = (("gt_psnr_region", "region dB", "{:.2f}"), ("gt_near_share", "near", "{:.2f}"),
         ("vanished_frames", "vanished", "{:.1f}"), ("bg_psnr", "bg dB", "{:.2f}"),
@@ -14,15 +17,10 @@ KEYS = (("gt_psnr_region", "region dB", "{:.2f}"), ("gt_near_share", "near", "{:
 
 
 def cell(rows, key, fmt):
-    per = []
-    for s in sorted({r["seed"] for r in rows}):
-        v = [min(float(r[key]), 100.0) for r in rows if r["seed"] == s and r.get(key) is not None
-             and not math.isnan(float(r[key]))]
-        if v:
-            per.append(sum(v) if key == "vanished_frames" else mean(v))
+    per = per_seed(rows, rows[0]["variant"], key)  # the README table's aggregation, on one kind's rows
     if not per:
         return "-"
-    return fmt.format(mean(per)) + (" ± " + fmt.format(stdev(per)) if len(per) > 1 else "")
+    return fmt.format(np.mean(per)) + (" ± " + fmt.format(np.std(per, ddof=1)) if len(per) > 1 else "")
 
 
 for path in sys.argv[1:]:
