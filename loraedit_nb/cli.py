@@ -340,7 +340,8 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
                    help="weights' dtype (default: bfloat16 for a real backbone on CUDA, else float32)")
     p.add_argument("--device", help="e.g. cuda, cuda:1, cpu (default: cuda for a real backbone when available)")
     p.add_argument("--memory-preset", choices=PRESET_NAMES,
-                   help="GPU tier: what stays on the GPU in each stage (default: auto = from the free memory)")
+                   help="GPU tier: what stays on the GPU in each stage (default: auto = the largest tier the card "
+                        "has room for)")
 
 
 def add_parsers(sub) -> None:

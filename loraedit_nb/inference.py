@@ -33,6 +33,7 @@ from .memory import (
     block_swapper,
     enable_block_swap,
     enable_expert_switch,
+    evicted_all,
     fix_lora_dtype,
     get_preset,
     is_fp8,
@@ -62,7 +63,8 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
     flow_shift = d.get("flow_shift") if flow_shift is None else flow_shift
     first = video[0] if first_frame is None else first_frame
     adapter = backbone.adapter
-    with onload(backbone.vae, backbone.device):  # the VAE encodes where the model runs (not on a CPU beside it)
+    room = evicted_all((backbone.transformer, backbone.transformer_2), backbone.device, "vae" in backbone.evict_for)
+    with room, onload(backbone.vae, backbone.device):  # the VAE encodes where the model runs (not on a CPU)
         cond = build_condition(backbone.vae, video, mask, first, keyframes=keyframes, adapter=adapter)
     T, H, W = video.shape[:3]
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -187,7 +189,8 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
         for which in backbone.EXPERTS:
             out = prepare_for_editing(backbone.expert(which), memory_preset, frames, height, width, place=False)
         preset = get_preset(memory_preset, backbone.device)
-        backbone.evict_for_encoders = preset.edit_offload != "none" and backbone.device.type == "cuda"
+        backbone.evict_for = _evictions(backbone.expert("high"), preset, frames, height, width,
+                                        out["blocks_to_swap"])
         if backbone.device.type != "cpu":
             for m in (backbone.transformer, backbone.transformer_2):
                 to_host(m)
@@ -196,7 +199,7 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
             if preset.edit_offload == "none":
                 for m in backbone.encoders:
                     m.to(backbone.device)
-        return {**out, "experts": "one on the GPU at a time"}
+        return {**out, "evict_for": sorted(backbone.evict_for), "experts": "one on the GPU at a time"}
     preset = get_preset(memory_preset, backbone.device)
     tr = backbone.transformer
     dev = backbone.device
@@ -227,10 +230,26 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
     if preset.edit_offload == "none":
         for m in backbone.encoders:
             m.to(dev)
-    backbone.evict_for_encoders = preset.edit_offload != "none" and dev.type == "cuda"
     sw = block_swapper(tr)
+    backbone.evict_for = _evictions(backbone, preset, frames, height, width, sw.n if sw else 0)
     return {"memory_preset": preset.name, "edit_offload": preset.edit_offload, "fp8": is_fp8(tr),
-            "blocks_to_swap": sw.n if sw else 0, "vae_tiling": preset.vae_tiling}
+            "blocks_to_swap": sw.n if sw else 0, "vae_tiling": preset.vae_tiling,
+            "evict_for": sorted(backbone.evict_for)}
+
+
+def _evictions(backbone, preset, frames: int, height: int, width: int, k: int) -> frozenset[str]:
+    """The components this edit runs with the transformer moved out (``Backbone.evict_for``): what the planner
+    finds does not fit beside the transformer as it is placed (its storage, ``k`` swapped blocks) on the tier.
+    Nothing on a CPU or for a tiny backbone; every component for a transformer the planner does not know."""
+    if preset.edit_offload == "none" or backbone.is_tiny or backbone.device.type != "cuda":
+        return frozenset()
+    from .planner import EVICTABLE, planned_evictions
+
+    try:
+        return planned_evictions(dict(backbone.transformer.config), frames, height, width, preset, k,
+                                 fp8=is_fp8(backbone.transformer))
+    except ValueError:
+        return frozenset(EVICTABLE)
 
 
 def feathered(mask: np.ndarray, radius: int = 2) -> np.ndarray:

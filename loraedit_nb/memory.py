@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -70,30 +71,63 @@ PRESET_NAMES = (*MEMORY_PRESETS, "auto")
 
 
 def get_preset(name: str, device: torch.device | str | None = None) -> MemoryPreset:
-    """The preset called ``name``; ``"auto"`` picks the largest tier whose size fits the device's free memory."""
+    """The preset called ``name``; ``"auto"`` is :func:`auto_preset` for ``device`` (default: this rank's GPU)."""
     if name == "auto":
-        free = free_gpu_gb(device)
-        fitting = [p for p in MEMORY_PRESETS.values() if p.gpu_gb <= free + 0.5]
-        if not fitting:
-            raise ValueError(f"memory_preset='auto': only {free:.1f} GB free on {device or 'the GPU'}, below the "
-                             f"smallest tier ({min(p.gpu_gb for p in MEMORY_PRESETS.values()):.0f} GB). Free GPU "
-                             "memory (close other processes) or use a larger card.")
-        return max(fitting, key=lambda p: p.gpu_gb)
+        return auto_preset(device)
     if name not in MEMORY_PRESETS:
         raise ValueError(f"memory_preset must be one of {list(PRESET_NAMES)}, got {name!r}")
     return MEMORY_PRESETS[name]
 
 
-def free_gpu_gb(device: torch.device | str | None = None) -> float:
-    """Free memory of a CUDA device in GB (``torch.cuda.mem_get_info``, within this process's memory-fraction cap);
-    0 without CUDA."""
+_AUTO_PRESETS: dict[int, MemoryPreset] = {}  # CUDA device index -> the tier "auto" chose (once per process)
+
+
+def auto_preset(device: torch.device | str | None = None) -> MemoryPreset:
+    """The largest tier that fits the card: resolved from :func:`gpu_capacity_gb` once per device and remembered,
+    so that "auto" gives the same answer before and after a training run in the same process (whose weights and
+    allocator pool would lower any reading of *free* memory by a tier or two)."""
+    dev = cuda_device(device)
+    if dev.index in _AUTO_PRESETS:
+        return _AUTO_PRESETS[dev.index]
+    cap = gpu_capacity_gb(dev)
+    fitting = [p for p in MEMORY_PRESETS.values() if p.gpu_gb <= cap + 0.5]
+    if not fitting:
+        raise ValueError(f"memory_preset='auto': only {cap:.1f} GB usable on {dev}, below the smallest tier "
+                         f"({min(p.gpu_gb for p in MEMORY_PRESETS.values()):.0f} GB). Free GPU memory (close other "
+                         "processes) or use a larger card.")
+    _AUTO_PRESETS[dev.index] = max(fitting, key=lambda p: p.gpu_gb)
+    return _AUTO_PRESETS[dev.index]
+
+
+def forget_auto_presets() -> None:
+    """Make the next "auto" measure the card again (another process freed its memory, or tests)."""
+    _AUTO_PRESETS.clear()
+
+
+def cuda_device(device: torch.device | str | None = None) -> torch.device:
+    """An indexed CUDA device. ``None`` or ``"cuda"`` (what ``load_backbone(..., "cuda")`` and accelerate's
+    single-process device are) mean this rank's GPU: ``LOCAL_RANK`` under ``accelerate launch`` / torchrun, else
+    the current device. torch's memory queries need an index (``get_per_process_memory_fraction`` refuses none)."""
+    dev = torch.device("cuda") if device is None else torch.device(device)
+    if dev.type != "cuda":
+        raise ValueError(f"memory_preset='auto' measures a CUDA device, got {dev}: pick a preset by name")
+    if dev.index is None:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]) if "LOCAL_RANK" in os.environ
+                           else torch.cuda.current_device())
+    return dev
+
+
+def gpu_capacity_gb(device: torch.device | str | None = None) -> float:
+    """GB of the card this process may use, whatever it already holds: the card's total memory x this process's
+    memory fraction (``set_per_process_memory_fraction``: a shared card, or an emulated smaller one), and at most
+    what is free plus what this process's allocator has reserved (other processes' memory does not count as ours,
+    our own does). 0 without CUDA."""
     if not torch.cuda.is_available():
         return 0.0
-    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
+    dev = cuda_device(device)
     free, total = torch.cuda.mem_get_info(dev)
-    # a process capped by set_per_process_memory_fraction (a shared card, or an emulated smaller one) has less
-    cap = torch.cuda.get_per_process_memory_fraction(dev) * total - torch.cuda.memory_reserved(dev)
-    return min(free, cap) / GB
+    fraction_cap = torch.cuda.get_per_process_memory_fraction(dev) * total
+    return min(fraction_cap, free + torch.cuda.memory_reserved(dev)) / GB
 
 
 # ----------------------------------------------------------------------------------------------- placement
@@ -182,17 +216,46 @@ def lora_dtypes(transformer) -> set[torch.dtype]:
 
 
 # ----------------------------------------------------------------------------------------------- block swapping
+PINNED_ROUND_THRESHOLD_MB = 1  # pinned allocations above this are not rounded up (see configure_pinned_memory)
+
+
+def configure_pinned_memory() -> None:
+    """Stop torch's pinned-host allocator rounding big allocations up to a power of two (its default for every
+    size): a 404 MB fp8 block would take 512 MB, per-parameter pinning x1.5, and ``save_on_cpu``'s 208 MB block
+    inputs 268 MB each. Process-wide; small allocations (<= the threshold) keep the rounding that helps reuse."""
+    torch._C._accelerator_setAllocatorSettings(f"pinned_max_round_threshold_mb:{PINNED_ROUND_THRESHOLD_MB}")
+
+
+def release_pinned_cache() -> None:
+    """Hand the pinned host memory that torch's allocator keeps cached after a free (swapped blocks of a removed
+    swapper, ``save_on_cpu``'s checkpoint buffers after training) back to the OS. A no-op without CUDA."""
+    if torch.cuda.is_available() and hasattr(torch._C, "_host_emptyCache"):
+        torch._C._host_emptyCache()
+
+
 class _Transport:
-    """How a swapped block's weights move: CUDA = pinned host copies, non-blocking copies on a side stream, events.
-    Subclassed by the tests to emulate a device on the CPU (two "devices" and a fake stream)."""
+    """How a swapped block's weights move: CUDA = one pinned host buffer per block, non-blocking copies on a side
+    stream, events. Subclassed by the tests to emulate a device on the CPU (two "devices" and a fake stream)."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.stream = None
+        if device.type == "cuda":
+            configure_pinned_memory()
+            self.stream = torch.cuda.Stream(device)
 
-    def host_copy(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.detach().to("cpu")
-        return t.pin_memory() if self.device.type == "cuda" else t
+    def host_block(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Host copies of one block's tensors, as views into one buffer (pinned on CUDA): one allocation per block
+        instead of one per weight, so the pinned bytes are the block's bytes (+ 64-byte alignment)."""
+        sizes = [t.numel() * t.element_size() for t in tensors]
+        offsets = list(itertools.accumulate((-(-n // 64) * 64 for n in sizes), initial=0))
+        buf = torch.empty(offsets[-1], dtype=torch.uint8, pin_memory=self.device.type == "cuda")
+        out = []
+        for t, o, n in zip(tensors, offsets, sizes, strict=False):
+            view = buf[o:o + n].view(t.dtype).view(t.shape)
+            view.copy_(t.detach())
+            out.append(view)
+        return out
 
     def start_copy(self, host: torch.Tensor) -> tuple[torch.Tensor, object]:
         """Begin a host->device copy; returns (device tensor, event to wait on before use)."""
@@ -223,7 +286,7 @@ def make_transport(device: torch.device) -> _Transport:
 
 
 class BlockSwapper:
-    """Keep the frozen base weights of ``n`` transformer blocks in host memory and stream them in per use.
+    """Keep the base weights of ``n`` transformer blocks in host memory and stream them in per use.
 
     Why not diffusers' group offloading (``enable_group_offload``)? It is built for inference: with streams each
     group restores its parameters from a pinned copy made once, so every LoRA update inside a block is thrown away
@@ -231,16 +294,18 @@ class BlockSwapper:
     post-forward, which the backward recompute never reaches (every block stays resident in backward). This swapper
     differs where training needs it:
 
-    * only **frozen** parameters move (``requires_grad=False``, not LoRA); LoRA weights, their gradients and the
-      optimiser state stay on the device and are never overwritten. Frozen weights do not change, so restoring them
-      from the host copy is exact;
+    * only **base** weights move (every parameter but the LoRA's; they are frozen when swapped); LoRA weights, their
+      gradients and the optimiser state stay on the device and are never overwritten. Frozen weights do not change,
+      so restoring them from the host copy (one pinned buffer per block) is exact;
     * **forward**: a block's weights are copied in by its pre-hook (waiting on the prefetch), the next swapped block
       is prefetched on a side stream, and the block is released by its post-hook — safe because with gradient
       checkpointing nothing of the block is saved for backward (swapping without checkpointing is refused);
     * **backward**: the checkpoint recompute calls the block again (its pre-hook copies the weights in and prefetches
-      the block before it, in backward order); the block is released when the gradients of all its inputs that need
-      one are computed (tensor hooks registered in forward), i.e. after the last backward op that used its weights; a
-      callback at the end of backward releases whatever is left. This does not depend on checkpoint early-stop.
+      the block before it, in backward order); the block is released when the gradients of its own inputs that need
+      one are computed (tensor hooks registered in forward; inputs shared by every block are left out), i.e. after
+      the last backward op that used its weights; a callback at the end of backward releases whatever is left. This
+      does not depend on checkpoint early-stop. At most two swapped blocks are on the device at once, in forward
+      and in backward (the one running and the one prefetched);
     * swapped blocks are the **first** ``n``: backward starts with the resident ones, which hides the first copies.
 
     ``counts`` records onloads/releases per block and phase (``"forward"`` / ``"backward"``), for tests and logs.
@@ -260,12 +325,13 @@ class BlockSwapper:
         self._loaded: set[int] = set()
         self._handles: list = []
         self._waiting: dict[int, int] = {}
+        self._last_inputs: set[int] = set()  # ids of the tensors the previous swapped block got in this forward
         self.counts: dict[tuple[int, str, str], int] = {}
         for i in self.swapped:
-            pairs = []
-            for p in self._frozen(self.blocks[i]):
-                host = self.transport.host_copy(p.data)
-                pairs.append((p, host))
+            params = self._swappable(self.blocks[i])
+            pairs = list(zip(params, self.transport.host_block([p.data for p in params]), strict=True))
+            for p, host in pairs:
+                p.requires_grad_(False)  # a swapped weight is restored from its host copy: it cannot train
                 p.data = self.transport.placeholder(host)
             self._host[i] = pairs
             self._adopt(i)
@@ -286,8 +352,11 @@ class BlockSwapper:
                     setattr(mod, name, b.to(self.device))
 
     @staticmethod
-    def _frozen(block: torch.nn.Module) -> list[torch.nn.Parameter]:
-        return [p for n, p in block.named_parameters() if not p.requires_grad and "lora_" not in n]
+    def _swappable(block: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """Every base weight of the block, whatever its ``requires_grad``: a model fresh from ``from_pretrained``
+        (an edit in a new process, before or without a LoRA) has them all True, and selecting frozen ones swapped
+        nothing. LoRA parameters stay on the device."""
+        return [p for n, p in block.named_parameters() if "lora_" not in n]
 
     # -- moves
     def _count(self, i: int, what: str) -> None:
@@ -334,7 +403,12 @@ class BlockSwapper:
         k = self.swapped.index(i)
         if backward:
             return self.swapped[k - 1] if k > 0 else None
-        return self.swapped[(k + 1) % len(self.swapped)] if len(self.swapped) > 1 else None  # wraps: CFG, next step
+        if k + 1 < len(self.swapped):
+            return self.swapped[k + 1]
+        # the last swapped block wraps around to the first for the next forward (CFG's second pass, the next
+        # denoising step) — not in training, where backward comes next: block 0 would sit on the device through
+        # the whole backward as a third swapped block (the backward prefetch brings it in time)
+        return self.swapped[0] if len(self.swapped) > 1 and not torch.is_grad_enabled() else None
 
     def _make_pre(self, i: int):
         def pre(module, args, kwargs):
@@ -348,7 +422,14 @@ class BlockSwapper:
             if self.owner is not None and not getattr(self.owner, "gradient_checkpointing", False):
                 raise RuntimeError("block swapping in training needs gradient checkpointing (without it autograd "
                                    "keeps every block's weights for backward): set gradient_checkpointing=True")
-            inputs = [t for t in (*args, *kwargs.values()) if torch.is_tensor(t) and t.requires_grad]
+            tensors = [t for t in (*args, *kwargs.values()) if torch.is_tensor(t)]
+            shared = self._last_inputs if i != self.swapped[0] else set()
+            self._last_inputs = {id(t) for t in tensors}
+            # release in backward once the gradients of the block's own inputs (its hidden-state stream(s)) are in;
+            # a tensor every block reads (Wan's text context, the time projection) gets its gradient only after the
+            # last block's backward, and waiting for it would keep every swapped block loaded (block 0 has no
+            # earlier block to compare with, and is the last in backward anyway)
+            inputs = [t for t in tensors if t.requires_grad and id(t) not in shared]
             self._waiting[i] = len(inputs)
             for t in inputs:
                 t.register_hook(self._make_grad_hook(i))
@@ -439,6 +520,7 @@ def disable_block_swap(transformer, *, restore_to: torch.device | str | None = "
     if sw is not None:
         sw.remove(restore_to=restore_to)
         del transformer._loraedit_swapper
+        release_pinned_cache()  # the swapped blocks' pinned buffers, now free, would stay cached
 
 
 class ExpertSwitch:
@@ -523,27 +605,61 @@ class StagedPipelineMixin:
             return self._staged_device
         return super()._execution_device
 
-    _evict_transformer: bool = False  # editing with offload: the transformer makes room while an encoder runs
+    # editing presets: the components that run with the transformer(s) moved out of the way — "text_encoder",
+    # "text_encoder_2", "image_encoder", "vae" (encode and decode) — as the planner decides for the tier
+    _evict_for: frozenset[str] = frozenset()
+
+    def _transformers(self) -> list[torch.nn.Module]:
+        return [m for m in (getattr(self, "transformer", None), getattr(self, "transformer_2", None)) if m is not None]
 
     def _encoders_for(self, *names: str):
         stack = contextlib.ExitStack()
         mods = [getattr(self, n, None) for n in names]
-        if self._evict_transformer and any(m is not None and module_device(m) != self._staged_device for m in mods):
-            stack.enter_context(evicted(self.transformer, self._staged_device))
+        away = any(n in self._evict_for and m is not None and module_device(m) != self._staged_device
+                   for n, m in zip(names, mods, strict=True))
+        stack.enter_context(evicted_all(self._transformers(), self._staged_device, away))
         for m in mods:
             stack.enter_context(onload(m, self._staged_device))
         return stack
+
+    @contextlib.contextmanager
+    def _room_to_decode(self) -> Iterator[None]:
+        """While the pipeline runs, every ``vae.decode`` (the final one inside diffusers' ``__call__``, preview
+        decodes from a callback) first moves the transformer(s) out when ``"vae"`` is in ``_evict_for``: the
+        planner found the decode does not fit beside them on this tier."""
+        vae = getattr(self, "vae", None)
+        if "vae" not in self._evict_for or vae is None:
+            yield
+            return
+        had = vae.__dict__.get("decode")
+        inner = vae.decode
+
+        def decode(*args, **kwargs):
+            with evicted_all(self._transformers(), self._staged_device):
+                return inner(*args, **kwargs)
+        vae.decode = decode
+        try:
+            yield
+        finally:
+            if had is None:
+                del vae.decode
+            else:
+                vae.decode = had
 
 
 @contextlib.contextmanager
 def evicted(module: torch.nn.Module, device: torch.device | str | None) -> Iterator[None]:
     """Move ``module``'s parameters that sit on ``device`` to the CPU for a moment and back after: a big encoder
-    (UMT5-XXL 11.4 GB, Llava 16.7 GB) then runs where the transformer's resident weights were. Swapped blocks (host
-    copies) are not touched, so a :class:`BlockSwapper` keeps working. A no-op for a CPU device."""
+    (UMT5-XXL 11.4 GB, Llava 16.7 GB) or the VAE decode then runs where the transformer's resident weights were.
+    Swapped blocks (host copies) are not touched, so a :class:`BlockSwapper` keeps working; its prefetched copy is
+    dropped first. A no-op for a CPU device."""
     if device is None or torch.device(device).type == "cpu":
         yield
         return
     device = torch.device(device)
+    sw = block_swapper(module)
+    if sw is not None:
+        sw.release_all()
     moved = [p for p in module.parameters() if p.device.type == device.type]
     for p in moved:
         p.data = p.data.to("cpu")
@@ -553,3 +669,12 @@ def evicted(module: torch.nn.Module, device: torch.device | str | None) -> Itera
     finally:
         for p in moved:
             p.data = p.data.to(device)
+
+
+def evicted_all(modules: Sequence[torch.nn.Module | None], device, when: bool = True) -> contextlib.ExitStack:
+    """:func:`evicted` for several modules (both experts of Wan2.2-I2V-A14B), or nothing unless ``when``."""
+    stack = contextlib.ExitStack()
+    for m in modules if when else ():
+        if m is not None:
+            stack.enter_context(evicted(m, device))
+    return stack

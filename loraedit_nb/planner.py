@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .backbones.hunyuan import HUNYUAN_TARGETS
 from .backbones.wan import WAN_TARGETS
-from .memory import GB, MEMORY_PRESETS, MemoryPreset
+from .memory import GB, MEMORY_PRESETS, PINNED_ROUND_THRESHOLD_MB, MemoryPreset
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 USABLE_FRACTION = 0.92  # a stage fits when its peak <= tier_gb * this
@@ -44,18 +44,20 @@ HOST_BASELINE_GB = 3.0  # the process itself: Python, torch + CUDA libraries
 OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # per LoRA parameter (2 moments fp32 / uint8); + fp32 param + grad
 
 # ----------------------------------------------------------------------------------------------- measured figures
-# scripts/measure_activations.py, run 2026-12-01 on the CPU (torch 2.13.0, diffusers 0.42.1, peft 0.21.2; 313 s
-# on 2 cores).
+# scripts/measure_activations.py on the CPU (torch 2.13.0, diffusers 0.42.1, peft 0.21.2): infer_*, keep, saved and
+# the VAE figures measured 2026-12-01 (313 s on 2 cores); train_* re-measured 2026-12-03 with the backward inside
+# training.step_precision, as train_lora now runs it (Wan 499 s, Hunyuan ~800 s on 1 thread).
 # Envelopes: (fixed bytes, bytes per video token) pairs; the peak at n video tokens is max(fixed + per_token * n).
 # Real widths (Wan2.1-14B d 5120 / ffn 13824; HunyuanVideo-13B d 3072, one dual- + one single-stream block), real
 # context (Wan 512 text + 257 image tokens; Hunyuan 544 text tokens), batch 1.
 #  train_*: peak of one training step of the 1-layer model above its weights: one block's recompute + backward (its
 #           saved activations, gradients, temporaries; under fp8 the bf16 compute copies of its weights) + head,
 #           embeddings, loss, one checkpointed input and that layer's LoRA grads. LoRA r16 fp32 (add_lora), forward
-#           under autocast(bf16) inside peft's disable_input_dtype_casting, gradient checkpointing on. Checked at 384
-#           tokens: predicted = measured within 10 kB. The peak is at the end of the block's checkpoint recompute
-#           (all it saves + the forward's live locals + the output's gradient): Wan 508.7 kB/token, more than the
-#           backward of an uncheckpointed block (405.8). fp8 rows: layerwise casting with a copy in place of the
+#           under autocast(bf16), forward and backward inside peft's disable_input_dtype_casting (with the cast back
+#           on in the checkpoint recompute, as before, Wan took 508.7 kB/token: each adapted input cast to fp32 and
+#           saved again), gradient checkpointing on. Checked at 384 tokens: predicted = measured within 10 kB. The
+#           peak is at the end of the block's checkpoint recompute (all it saves + the forward's live locals + the
+#           output's gradient): Wan 405.2 kB/token. fp8 rows: layerwise casting with a copy in place of the
 #           float8 cast (same hooks, same bf16 copies; CPU float8 casts are slow): at 256 tokens the emulation and a
 #           real float8 run both give 777.04 MB (Wan).
 #  infer_*: peak of a no-grad forward (bf16, LoRA bf16 as loaded for editing) above weights and inputs.
@@ -65,14 +67,14 @@ OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # per LoRA parameter (2 moments 
 #         Hunyuan dual 136.7 kB/token + 77 MB (incl. the 544 text tokens), single 136.6 kB/token + 75 MB.
 ACTIVATIONS = {
     "wan": {
-        "train_bf16": ((92_070_144, 236_845.6), (49_121_072, 508_658.5)),
-        "train_fp8": ((647_404_464, 364_223.1), (646_836_608, 508_649.8)),
+        "train_bf16": ((81_577_504, 206_161.0), (38_622_960, 405_243.1)),
+        "train_fp8": ((636_910_672, 333_537.1), (636_335_648, 405_253.5)),
         "infer_bf16": ((57_517_472, 53_012.2), (26_058_016, 114_455.0), (15_571_664, 125_713.8)),
         "infer_fp8": ((157_158_992, 70_432.2), (157_141_936, 80_671.5), (15_569_264, 125_727.9)),
         "saved_block_per_token": 292_612.0,
     },
     "hunyuan": {
-        "train_bf16": ((172_887_536, 314_783.0),),
+        "train_bf16": ((119_872_992, 216_465.1),),
         "train_fp8": ((604_561_440, 179_682.8), (399_371_520, 314_823.9)),
         "infer_bf16": ((61_332_032, 106_246.0), (41_279_648, 112_389.9)),
         "infer_fp8": ((149_028_496, 93_968.1), (41_276_000, 112_402.6)),
@@ -119,6 +121,8 @@ class Family:
     vae_spatial: int = 8  # pixels per latent cell (Wan2.2-TI2V: 16)
     experts: int = 1  # transformers of this size (Wan2.2-I2V-A14B: 2, one on the GPU at a time)
     vae_scale: tuple[float, float] = (1.0, 1.0)  # (encode, decode) factor on the measured VAE figures (estimates)
+    prompt_in_pipeline: bool = False  # editing encodes the prompt inside the pipeline call, beside the VAE (Hunyuan)
+    #   rather than before it through the backbone's prompt cache (Wan)
     # load dtypes (bytes per parameter), as backbones/wan.py / hunyuan.py load them
     dtype_bytes: dict = field(default_factory=dict)
 
@@ -130,7 +134,7 @@ WAN = Family("wan", "wan2.1-i2v-14b.transformer", "umt5-xxl.encoder", None, "cli
 # gets 256 text + 288 image tokens (every 2nd). hunyuan.load_hunyuan_hub sets no text_encoder_loader: not released.
 HUNYUAN = Family("hunyuan", "hunyuanvideo-i2v-33ch.transformer", "llava-llama-3-8b.text_encoder",
                  "clip-vit-l-14.text", None, "hunyuanvideo.vae", text_tokens=256 + 103 + 575, context_tokens=544,
-                 text_releasable=False, guidance_passes=1, condition_channels=17,
+                 text_releasable=False, guidance_passes=1, condition_channels=17, prompt_in_pipeline=True,
                  dtype_bytes={"text_encoder": 2, "text_encoder_2": 2, "vae": 4})
 # Wan2.2 (not measured on a GPU by this project): the Wan figures, scaled by width. A14B = Wan2.1-I2V-14B's
 # transformer without CLIP, twice (the experts take turns on the GPU; host RAM holds both). TI2V-5B: 3072 wide,
@@ -310,6 +314,7 @@ class Plan:
     notes: list[str]
     video_tokens: int = 0
     host_moment: str = ""  # when host RAM peaks: "load" | "training" | "editing"
+    edit_evicts: list[str] = field(default_factory=list)  # components an edit runs with the transformer moved out
 
     @property
     def usable_gb(self) -> float:
@@ -332,8 +337,10 @@ class Plan:
             at = f"[{s.at}] " if s.at else ""
             lines.append(f"  {name:<9} {s.peak_gpu_gb:8.2f}  {ok:<4} {at}{fmt(s.parts)}")
         lines.append(f"  blocks swapped: training {self.train_blocks_to_swap}/{self.n_blocks}, editing "
-                     f"{self.edit_blocks_to_swap}/{self.n_blocks}")
-        lines.append(f"  host RAM {self.host_ram_gb:.1f} GB at {self.host_moment}: {fmt(self.host_parts)}")
+                     f"{self.edit_blocks_to_swap}/{self.n_blocks}; editing moves the transformer out for: "
+                     f"{', '.join(self.edit_evicts) or 'nothing'}")
+        lines.append(f"  host RAM {self.host_ram_gb:.1f} GB at {self.host_moment} (per process: N GPUs under "
+                     f"accelerate launch load N copies): {fmt(self.host_parts)}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -387,6 +394,21 @@ def _act(fam: Family, stats: TransformerStats, kind: str, n: int) -> float:
 def _keep(fam: Family, stats: TransformerStats, n: int) -> float:
     """Bytes one checkpointed block keeps: its bf16 input(s), d * 2 per token (Hunyuan: video + text stream)."""
     return (n + (fam.context_tokens if fam.name == "hunyuan" else 0)) * stats.d * 2
+
+
+def pinned_bytes(n: int) -> int:
+    """Host bytes torch's pinned allocator takes for an ``n``-byte allocation as
+    :func:`~loraedit_nb.memory.configure_pinned_memory` sets it up: a power of two up to the threshold, exact
+    above (torch's default rounds every size: x1.5 on average). Swapped blocks are one allocation each."""
+    return 1 << max(0, n - 1).bit_length() if n <= PINNED_ROUND_THRESHOLD_MB * 2**20 else n
+
+
+def _offloaded_inputs(fam: Family, stats: TransformerStats, n: int) -> list[int]:
+    """Bytes of each tensor ``save_on_cpu`` copies to pinned memory per checkpointed block: the hidden-state
+    stream(s) (:func:`_keep`), the context (a copy per block, although on the GPU it is one shared tensor) and the
+    bf16 time projection (6 x d, fp32)."""
+    ctx = 0 if fam.name == "hunyuan" else fam.context_tokens * stats.d * 2  # Hunyuan's text stream is in _keep
+    return [int(_keep(fam, stats, n)), ctx, 6 * stats.d * 4]
 
 
 def _weights(stats: TransformerStats, fp8: bool, k: int) -> tuple[float, float]:
@@ -487,32 +509,80 @@ def _worst(stages: dict[str, StagePlan]) -> StagePlan:
     return StagePlan(stages[worst].peak_gpu_gb, stages[worst].parts, worst)
 
 
-def editing_stage(fam: Family, stats: TransformerStats, clip: _Clip, preset: MemoryPreset, k: int,
-                  rank: int) -> StagePlan:
-    """Editing as ``prepare_for_editing`` places it: ``none`` = everything resident, the stage running adds its
-    activations; ``model`` = one component on the GPU at a time; ``blocks`` = ``model`` + ``k`` blocks swapped."""
-    fp8 = preset.edit_fp8
+EVICTABLE = ("text_encoder", "text_encoder_2", "image_encoder", "vae")  # what an edit may run with the transformer out
+
+
+def _editing_parts(fam: Family, stats: TransformerStats, clip: _Clip, preset: MemoryPreset, k: int, rank: int,
+                   fp8: bool) -> tuple[dict, dict]:
+    """(the denoising stage's parts, ``{component: (its parts alone, its parts beside the resident transformer)}``)
+    in bytes, as ``prepare_for_editing`` places an offloading preset. The VAE stays on the GPU for the pipeline
+    call (so its weights count beside what runs inside it); between transformer forwards one swapped block is
+    pending (the wrap-around prefetch for the next step), during one two are (running + prefetched)."""
     weights, buffers = _weights(stats, fp8, k)
+    pending = sum(sorted((stats.block_bytes_fp8 if fp8 else stats.block_bytes_bf16)[:k])[-1:])
     lat = clip.latent_voxels
     # latents, noise predictions (CFG: cond + uncond), scheduler state, the condition; prompt embeddings cond + uncond
     pipe = lat * (6 * fam.latent_channels + fam.condition_channels) * 4 + 2 * _context_bytes(fam)
     vae_w = component_params(fam.vae) * 4
-    tr = {"transformer": weights, "swap_buffers": buffers, "lora": stats.lora_params(rank) * 2,
+    lora = stats.lora_params(rank) * 2
+    tr = {"transformer": weights, "swap_buffers": buffers, "lora": lora,
           "transformer_activations": _act(fam, stats, "infer_fp8" if fp8 else "infer_bf16", clip.tokens),
-          "pipeline_tensors": pipe, "vae_weights": vae_w}  # the VAE stays on the GPU for the pipeline call
+          "pipeline_tensors": pipe, "vae_weights": vae_w}
+    resident = {"transformer": weights, "swap_buffers": pending, "lora": lora, "pipeline_tensors": pipe}
     vae_act = max(_vae_bytes(fam, clip, op, preset.vae_tiling) for op in ("encode", "decode"))
-    latents = lat * fam.latent_channels * 4
-    enc = {w: _encoder_bytes(fam, w) for w in ("text_encoder", "text_encoder_2", "image_encoder")}
+    alone = {"vae": {"vae_weights": vae_w, "vae_activations": vae_act, "latents": lat * fam.latent_channels * 4}}
+    for w in ("text_encoder", "text_encoder_2", "image_encoder"):
+        wb, ab = _encoder_bytes(fam, w)
+        if wb:  # the image encoder always runs inside the pipeline call, Hunyuan's text encoders too
+            inside = w == "image_encoder" or fam.prompt_in_pipeline
+            alone[w] = {w: wb, "encoder_activations": ab, **({"vae_weights": vae_w} if inside else {})}
+    return tr, {c: (parts, {**resident, **parts}) for c, parts in alone.items()}
+
+
+def editing_evictions(fam: Family, stats: TransformerStats, clip: _Clip, preset: MemoryPreset, k: int, rank: int,
+                      fp8: bool | None = None) -> frozenset[str]:
+    """The components an edit runs with the transformer's resident weights moved to the host: those whose stage
+    beside them would not fit the tier (:data:`USABLE_FRACTION`). Nothing for ``edit_offload="none"``; on the big
+    tiers the encoders fit beside the transformer and moving 33 GB out and back for each would only cost time.
+    ``fp8``: the transformer's storage (default: the preset's)."""
     if preset.edit_offload == "none":
-        resident = {"transformer": weights, "lora": tr["lora"], "encoders": sum(w for w, _ in enc.values()) + vae_w}
-        act = max(tr["transformer_activations"] + pipe, vae_act + latents, *(a for _, a in enc.values()))
-        return _stage({**resident, "activations": act})
-    stages = {"transformer": _stage(tr),
-              "vae": _stage({"vae_weights": vae_w, "vae_activations": vae_act, "latents": latents})}
-    for w, (wb, ab) in enc.items():
-        if wb:
-            stages[w] = _stage({w: wb, "encoder_activations": ab})
+        return frozenset()
+    fp8 = preset.edit_fp8 if fp8 is None else fp8
+    _, comps = _editing_parts(fam, stats, clip, preset, k, rank, fp8)
+    usable = preset.gpu_gb * USABLE_FRACTION
+    return frozenset(c for c, (_, beside) in comps.items() if _stage(beside).peak_gpu_gb > usable)
+
+
+def editing_stage(fam: Family, stats: TransformerStats, clip: _Clip, preset: MemoryPreset, k: int,
+                  rank: int) -> StagePlan:
+    """Editing as ``prepare_for_editing`` places it: ``none`` = everything resident, the stage running adds its
+    activations; ``model`` = the transformer on the GPU, each encoder and the VAE brought beside it, or run with the
+    transformer moved out where they do not fit beside it (:func:`editing_evictions`); ``blocks`` = ``model`` +
+    ``k`` blocks swapped."""
+    fp8 = preset.edit_fp8
+    tr, comps = _editing_parts(fam, stats, clip, preset, k, rank, fp8)
+    if preset.edit_offload == "none":  # every component resident; the one running adds its activations
+        encoders = {c: alone for c, (alone, _) in comps.items() if c != "vae"}
+        vae = comps["vae"][0]
+        act = max(tr["transformer_activations"] + tr["pipeline_tensors"], vae["vae_activations"] + vae["latents"],
+                  *(e["encoder_activations"] for e in encoders.values()))
+        return _stage({"transformer": tr["transformer"], "lora": tr["lora"],
+                       "encoders": sum(e[c] for c, e in encoders.items()) + tr["vae_weights"], "activations": act})
+    out = editing_evictions(fam, stats, clip, preset, k, rank, fp8)
+    stages = {"transformer": _stage(tr)}
+    for c, (alone, beside) in comps.items():
+        stages[c if c in out else f"{c} beside the transformer"] = _stage(alone if c in out else beside)
     return _worst(stages)
+
+
+def planned_evictions(transformer_config: dict, frames: int, height: int, width: int,
+                      memory_preset: str | MemoryPreset, k: int, *, fp8: bool | None = None,
+                      rank: int = 16) -> frozenset[str]:
+    """:func:`editing_evictions` for a live ``transformer.config`` (what ``prepare_for_editing`` asks)."""
+    preset = MEMORY_PRESETS[memory_preset] if isinstance(memory_preset, str) else memory_preset
+    fam, spec = resolve(transformer_config)
+    stats = transformer_stats(spec)
+    return editing_evictions(fam, stats, _clip(spec, frames, height, width, fam.vae_spatial), preset, k, rank, fp8)
 
 
 # ----------------------------------------------------------------------------------------------- planning
@@ -548,7 +618,8 @@ def host_ram(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train
     train_blocks = stats.block_bytes_fp8 if preset.fp8_base else stats.block_bytes_bf16
     held = {w: v for w, v in enc.items() if not (w == "text_encoder" and preset.release_text_encoder
                                                   and fam.text_releasable)}
-    moments["training"] = {**base, "swapped_blocks_pinned": sum(train_blocks[:k_train]) / GB, **held, "vae": vae}
+    moments["training"] = {**base, "swapped_blocks_pinned": sum(map(pinned_bytes, train_blocks[:k_train])) / GB,
+                           **held, "vae": vae}
     if offloaded_inputs_gb:
         moments["training"]["checkpointed_inputs_pinned"] = offloaded_inputs_gb
     if preset.edit_offload == "none":
@@ -560,16 +631,21 @@ def host_ram(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train
     return worst, {k: round(v, 3) for k, v in moments[worst].items()}
 
 
-def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int = 832, memory_preset: str = "24GB",
-         *, rank: int = 16, batch_size: int = 1) -> Plan:
+def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int = 832,
+         memory_preset: str | MemoryPreset = "24GB", *, rank: int = 16, batch_size: int = 1) -> Plan:
     """Predicted memory of caching, training and editing ``frames x height x width`` clips on ``backbone`` (a name
     of :data:`BACKBONES` or a ``transformer.config`` dict) under ``memory_preset`` (a key of
-    :data:`loraedit_nb.memory.MEMORY_PRESETS`; "auto" is the caller's to resolve). ``"auto"`` block counts become
-    the fewest blocks that make the stage fit ``tier_gb * USABLE_FRACTION``."""
-    if memory_preset not in MEMORY_PRESETS:
+    :data:`loraedit_nb.memory.MEMORY_PRESETS`; "auto" is the caller's to resolve), or a :class:`MemoryPreset`
+    with a run's own options (``training.effective_preset``: a config that overrides the preset's fp8, optimiser or
+    checkpoint offload is planned with those). ``"auto"`` block counts become the fewest blocks that make the stage
+    fit ``tier_gb * USABLE_FRACTION``."""
+    if isinstance(memory_preset, MemoryPreset):
+        preset = memory_preset
+    elif memory_preset in MEMORY_PRESETS:
+        preset = MEMORY_PRESETS[memory_preset]
+    else:
         raise ValueError(f"memory_preset must be one of {list(MEMORY_PRESETS)}, got {memory_preset!r} (resolve "
                          "'auto' with memory.get_preset first)")
-    preset = MEMORY_PRESETS[memory_preset]
     fam, spec = resolve(backbone)
     stats = transformer_stats(spec)
     clip = _clip(spec, frames, height, width, fam.vae_spatial)
@@ -587,7 +663,7 @@ def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int =
         if preset.edit_offload == "blocks" else 0
     stages = {"caching": caching_stage(fam, clip, preset.vae_tiling), "training": train(k_train),
               "editing": edit(k_edit)}
-    off = batch_size * (L - 1) * _keep(fam, stats, clip.tokens) / GB \
+    off = batch_size * (L - 1) * sum(map(pinned_bytes, _offloaded_inputs(fam, stats, clip.tokens))) / GB \
         if preset.gradient_checkpointing and preset.offload_checkpoints else 0.0
     moment, host = host_ram(fam, stats, preset, k_train, round(off, 3))
     name = backbone if isinstance(backbone, str) else f"{fam.name} transformer config"
@@ -601,9 +677,10 @@ def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int =
     if stats.d != REFERENCE_WIDTH[_m(fam)]:
         notes.append(f"activation figures were measured at width {REFERENCE_WIDTH[_m(fam)]} and are scaled to "
                      f"{stats.d}: rough for a model of another size")
+    evicts = sorted(editing_evictions(fam, stats, clip, preset, k_edit, rank))
     return Plan(name, frames, height, width, preset.name, float(preset.gpu_gb), stages,
                 round(sum(host.values()), 2), host, k_train, k_edit, L,
-                all(s.peak_gpu_gb <= usable for s in stages.values()), notes, clip.tokens, moment)
+                all(s.peak_gpu_gb <= usable for s in stages.values()), notes, clip.tokens, moment, evicts)
 
 
 def _notes(fam, stats, clip, preset, stages, usable, k_train, k_edit, rank, batch_size) -> list[str]:
@@ -639,6 +716,41 @@ def _notes(fam, stats, clip, preset, stages, usable, k_train, k_edit, rank, batc
     return out
 
 
+# ----------------------------------------------------------------------------------------------- README table
+PRESET_TABLE_ROWS = (("Wan2.1-I2V-14B", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", ("16GB", "24GB", "48GB", "80GB+")),
+                     ("HunyuanVideo-I2V", "hunyuan-i2v", ("24GB", "48GB", "80GB+")))
+_SHORT = {"text_encoder": "text encoder", "text_encoder_2": "CLIP-L", "image_encoder": "CLIP", "vae": "VAE"}
+
+
+def _most_frames(backbone: str, preset: str, upto: int, height: int, width: int) -> int:
+    """The most frames (4k + 1, at most ``upto``) whose every stage fits the tier; 0 when none does."""
+    return next((f for f in range(upto, 0, -4) if plan(backbone, f, height, width, preset).fits), 0)
+
+
+def preset_table(height: int = 480, width: int = 832) -> str:
+    """The README's table of predicted peaks per backbone and preset (Markdown), made from :func:`plan`: a test
+    keeps the README equal to it (``python -m loraedit_nb plan --readme-table`` prints it)."""
+    lines = ["| backbone | preset | frames | caching | training (blocks swapped) | editing (swapped) | editing moves "
+             "the transformer out for | host RAM | 81 frames fit? |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, name, presets in PRESET_TABLE_ROWS:
+        for preset in presets:
+            p = plan(name, 49, height, width, preset)
+            frames = "49" if p.fits else f"{_most_frames(name, preset, 49, height, width)} (edits 49)"
+            p81 = plan(name, 81, height, width, preset)
+            if p81.fits:
+                fit81 = f"yes ({p81.train_blocks_to_swap} blocks swapped)" if p81.train_blocks_to_swap else "yes"
+            else:
+                most = _most_frames(name, preset, 81, height, width)
+                fit81 = f"no ({most} is the most)" if most > 49 else "no"
+            st = p.stages
+            out = ", ".join(_SHORT[c] for c in p.edit_evicts) or "nothing"
+            lines.append(f"| {label} | `{preset}` | {frames} | {st['caching'].peak_gpu_gb:.1f} | "
+                         f"{st['training'].peak_gpu_gb:.1f} ({p.train_blocks_to_swap}/{p.n_blocks}) | "
+                         f"{st['editing'].peak_gpu_gb:.1f} ({p.edit_blocks_to_swap}) | {out} | "
+                         f"{p.host_ram_gb:.0f} GB | {fit81} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 def add_parser(sub) -> None:
     """Add ``plan`` to an argparse subparsers object (``python -m loraedit_nb plan ...``)."""
@@ -651,9 +763,14 @@ def add_parser(sub) -> None:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--readme-table", action="store_true",
+                   help="print the README's table of every backbone and preset at --height x --width instead")
     p.set_defaults(func=_cmd_plan)
 
 
 def _cmd_plan(a) -> None:
+    if a.readme_table:
+        print(preset_table(a.height, a.width))
+        return
     pl = plan(a.backbone, a.frames, a.height, a.width, a.memory_preset, rank=a.rank, batch_size=a.batch_size)
     print(json.dumps(pl.to_json(), indent=1) if a.json else pl.table())

@@ -8,8 +8,8 @@ The paper's low-cost strategy, as implemented here:
 * every video, condition, text and image embedding is encoded **once** and cached; training steps touch only the
   transformer, and the VAE and encoders can leave the GPU (``offload_encoders``);
 * gradient checkpointing of transformer blocks; bf16 base weights with fp32 LoRA parameters; optional fp8 storage
-  of the frozen base (diffusers layerwise casting), 8-bit AdamW (bitsandbytes, CUDA) and block offloading to the
-  CPU (diffusers group offloading) for <= 24 GB cards.
+  of the frozen base (diffusers layerwise casting), 8-bit AdamW (bitsandbytes, CUDA) and block swapping from
+  pinned host memory (:class:`~loraedit_nb.memory.BlockSwapper`) for <= 24 GB cards.
 
 Checkpoints (LoRA weights, optimiser state, RNG state, step) are written atomically as safetensors; re-running
 with the same ``output_dir`` resumes and gives the same LoRA as an uninterrupted run. The final LoRA is saved in
@@ -19,13 +19,14 @@ diffusers' format (``WanImageToVideoPipeline.load_lora_weights`` loads it). Runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import resource
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from .conditioning import encode
 from .lora import add_lora, lora_state_dict, read_lora_meta, save_lora, set_lora_state
 from .loss import flow_matching_loss, region_weights, sample_timesteps
 from .memory import (
-    MEMORY_PRESETS,  # noqa: F401 - re-exported (the presets used to live here)
+    MEMORY_PRESETS,  # also re-exported (the presets used to live here)
     to_host,
 )
 from .regimes import Sample, augment_colour
@@ -119,11 +120,12 @@ def wan_config(memory_preset: str | None = None, **overrides) -> TrainConfig:
     """The paper's setting for Wan2.1-I2V-14B: rank 16, alpha 16, AdamW 1e-4, betas (0.9, 0.99), wd 0.01, clip 1,
     batch 1, 100 steps, uniform t, plain MSE. Colour augmentation stays off until the evaluation measures it.
     ``memory_preset``: ``"16GB" | "24GB" | "48GB" | "80GB+" | "auto"`` (:data:`loraedit_nb.memory.MEMORY_PRESETS`)
-    picks the memory options for that GPU tier; ``"auto"`` reads the free memory of the current CUDA device."""
+    picks the memory options for that GPU tier; ``"auto"`` the largest tier this rank's GPU has room for
+    (:func:`loraedit_nb.memory.auto_preset`: the same answer before and after a run in the same process)."""
     if memory_preset is not None:
         from .memory import get_preset
 
-        p = get_preset(memory_preset)
+        p = get_preset(memory_preset)  # "auto": this rank's GPU, once per process (memory.auto_preset)
         overrides = {**dict(fp8_base=p.fp8_base, blocks_to_swap=p.train_blocks_to_swap,
                             gradient_checkpointing=p.gradient_checkpointing, optimizer=p.optimizer,
                             release_text_encoder=p.release_text_encoder, offload_checkpoints=p.offload_checkpoints,
@@ -349,16 +351,27 @@ def _build_optimizer(params, cfg: TrainConfig):
     return bnb.optim.AdamW8bit(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
+def effective_preset(cfg: TrainConfig):
+    """The memory preset this config trains under: its tier (``memory_preset``, default 24GB) with the config's own
+    options in place of the preset's (``wan_config("24GB", offload_checkpoints=False)`` keeps 8 GB of checkpointed
+    inputs on the GPU, so the planner must count them when it picks the swap count)."""
+    return replace(MEMORY_PRESETS[cfg.memory_preset or "24GB"], fp8_base=cfg.fp8_base,
+                   gradient_checkpointing=cfg.gradient_checkpointing, optimizer=cfg.optimizer,
+                   offload_checkpoints=cfg.offload_checkpoints, release_text_encoder=cfg.release_text_encoder,
+                   train_blocks_to_swap=cfg.blocks_to_swap)
+
+
 def resolve_swap(backbone, cfg: TrainConfig, frames: int, height: int, width: int) -> int:
-    """``blocks_to_swap`` as a number: ``"auto"`` asks the planner for the fewest blocks that fit the preset's tier
-    at this clip size (no swapping on a CPU or a tiny backbone, where there is no GPU memory to save)."""
+    """``blocks_to_swap`` as a number: ``"auto"`` asks the planner for the fewest blocks that fit the tier at this
+    clip size with the config's own options (no swapping on a CPU or a tiny backbone, where there is no GPU memory
+    to save)."""
     if cfg.blocks_to_swap != "auto":
         return int(cfg.blocks_to_swap)
     if backbone.is_tiny or backbone.device.type != "cuda":
         return 0
     from .planner import plan
 
-    p = plan(dict(backbone.transformer.config), frames, height, width, cfg.memory_preset or "24GB", rank=cfg.rank,
+    p = plan(dict(backbone.transformer.config), frames, height, width, effective_preset(cfg), rank=cfg.rank,
              batch_size=cfg.batch_size)
     return p.train_blocks_to_swap
 
@@ -370,7 +383,7 @@ def _print_plan(backbone, cfg: TrainConfig, frames: int, height: int, width: int
     try:
         from .planner import plan
 
-        p = plan(dict(backbone.transformer.config), frames, height, width, cfg.memory_preset, rank=cfg.rank,
+        p = plan(dict(backbone.transformer.config), frames, height, width, effective_preset(cfg), rank=cfg.rank,
                  batch_size=cfg.batch_size)
     except (ImportError, ValueError) as e:
         print(f"(no memory plan for this backbone: {e})")
@@ -448,7 +461,7 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
     from accelerate import Accelerator, DistributedType
     from tqdm.auto import tqdm
 
-    from .memory import apply_fp8, enable_block_swap, fix_lora_dtype, quiet_checkpoint_warning
+    from .memory import apply_fp8, enable_block_swap, fix_lora_dtype, quiet_checkpoint_warning, release_pinned_cache
 
     cfg = config or default_config(backbone)
     if backbone.transformer_2 is not None and cfg.expert is None:  # Wan2.2-I2V-A14B: both experts, in turn
@@ -564,9 +577,10 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
         t = t_range[0] + (t_range[1] - t_range[0]) * t  # an expert learns only its own timesteps
         noise = torch.randn(z0.shape, generator=gen).to(dev)
         weight = region_weights(cond, w_generate=cfg.w_generate, w_keep=cfg.w_keep, adapter=adapter)
-        loss = training_step_loss(tr_p, z0, cond, context, t.to(dev), noise, weight, compute,
-                                  offload_checkpoints=cfg.offload_checkpoints and cfg.gradient_checkpointing)
-        accelerator.backward(loss)
+        with step_precision(tr, compute):  # forward and backward: the checkpoint recompute runs inside backward
+            loss = training_step_loss(tr_p, z0, cond, context, t.to(dev), noise, weight, compute,
+                                      offload_checkpoints=cfg.offload_checkpoints and cfg.gradient_checkpointing)
+            accelerator.backward(loss)
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
@@ -602,6 +616,7 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
     tr.eval()
     if cfg.gradient_checkpointing:
         tr.disable_gradient_checkpointing()
+    release_pinned_cache()  # save_on_cpu's pinned checkpoint buffers stay cached by torch otherwise (~8 GB)
     run = LoraRun(lora_state_dict(tr), cfg, history, seconds=time.time() - t_start)
     run.memory = {**peak_memory(dev), "blocks_to_swap": n_swap, **(swapper.summary() if swapper else {})}
     if out_dir is not None and accelerator.is_main_process and not interrupted:
@@ -610,19 +625,68 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
     return run
 
 
+@contextlib.contextmanager
+def step_precision(transformer, compute_dtype: torch.dtype | None) -> Iterator[None]:
+    """What a whole training step (forward *and* backward) runs under when it computes in ``compute_dtype``:
+
+    * peft's fp32 input cast stays off in backward too. With gradient checkpointing each block's forward runs again
+      inside backward, and with the cast back on every adapted input is cast to fp32 and saved as a second bf16 copy
+      (same values, same gradients): ~108 kB per video token on Wan 14B, 2.2 GB at 49 frames;
+    * the model's ``_keep_in_fp32_modules`` that hold Linears (Wan's time embedder) compute in fp32 with autocast
+      off, as they do at inference, where no autocast runs; under bf16 autocast they would compute in bf16.
+
+    A no-op for fp32 training (the toy backbone)."""
+    if compute_dtype is None:
+        yield
+        return
+    from peft.helpers import disable_input_dtype_casting
+
+    model = getattr(transformer, "module", transformer)
+    handles = _fp32_modules_without_autocast(model)
+    try:
+        with disable_input_dtype_casting(model):
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _fp32_modules_without_autocast(model) -> list:
+    """Hooks that switch autocast off around each ``_keep_in_fp32_modules`` submodule holding a Linear."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    handles, done = [], []
+    for name, mod in model.named_modules():
+        if not (keep & set(name.split("."))) or any(name.startswith(d + ".") for d in done):
+            continue
+        if not any(isinstance(m, torch.nn.Linear) for m in mod.modules()):
+            continue
+        done.append(name)
+        was: list[tuple[str, bool]] = []
+
+        def pre(m, args, was=was):
+            dev = next(m.parameters()).device.type
+            was.append((dev, torch.is_autocast_enabled(dev)))
+            torch.set_autocast_enabled(dev, False)
+
+        def post(m, args, out, was=was):
+            dev, on = was.pop()
+            torch.set_autocast_enabled(dev, on)
+        handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    return handles
+
+
 def training_step_loss(transformer, z0, cond, context, t, noise, weight, compute_dtype: torch.dtype | None, *,
                        offload_checkpoints: bool = False):
     """One step's loss as training computes it: under ``compute_dtype`` autocast (bf16 for a real backbone) with
     peft's input upcast off, so the fp32 LoRA's matmuls run in bf16 and autograd saves no fp32 copy of every adapted
-    activation (+48 % saved memory otherwise); plain fp32 for the toy. The benchmark calls this too.
+    activation (+48 % saved memory otherwise); plain fp32 for the toy. The benchmark calls this too. Run the
+    backward inside :func:`step_precision`, as :func:`train_lora` does, or the checkpoint recompute casts again.
 
     ``offload_checkpoints``: the forward runs under ``torch.autograd.graph.save_on_cpu``. With gradient
     checkpointing the only tensors it saves are each block's inputs (the blocks' own activations are recomputed in
     backward, outside this context, and stay on the GPU), so this moves exactly the checkpointed inputs — 40 x
     tokens x 5120 x 2 bytes, 8.1 GB at 49 frames for Wan 14B — to pinned host memory and back in backward (about
     0.7 s of PCIe traffic per step against ~30 s of compute on a 24 GB card)."""
-    import contextlib
-
     from peft.helpers import disable_input_dtype_casting
 
     ctx = contextlib.ExitStack()

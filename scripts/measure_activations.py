@@ -8,7 +8,8 @@ What is measured (printed as JSON; ``planner.py`` hard-codes the figures):
   dual-stream and one single-stream block) inside the real diffusers model cut to 1-2 layers, bf16 weights (the
   ``_keep_in_fp32_modules`` fp32, as ``from_pretrained`` keeps them; values are zeros: memory does not depend on
   them), LoRA rank 16 from ``loraedit_nb.lora.add_lora`` (fp32), gradient checkpointing on, forward under
-  ``torch.autocast("cpu", bf16)`` inside ``peft.helpers.disable_input_dtype_casting`` — the training configuration —
+  ``torch.autocast("cpu", bf16)``, forward and backward inside ``loraedit_nb.training.step_precision`` (peft's input
+  cast off in the checkpoint recompute too) — the training configuration —
   once with bf16 base weights and once with fp8 layerwise casting before the LoRA (training's order). A step =
   ``loraedit_nb.loss.flow_matching_loss`` + ``backward``; the real context (Wan 512 text + 257 image tokens, Hunyuan
   544 text tokens), 128 and 256 video tokens, each run twice (the first builds oneDNN's cached primitives).
@@ -190,18 +191,16 @@ def _clear_grads(model) -> None:
 
 
 def train_step(model, z0, cond, ctx) -> tuple[list[int], int]:
-    """One training step: (live-bytes trace, live bytes after the forward), relative to the start."""
-    from peft.helpers import disable_input_dtype_casting
-
-    from loraedit_nb.loss import flow_matching_loss
+    """One training step as ``train_lora`` runs it (``training_step_loss`` then ``backward``, both inside
+    ``step_precision``): (live-bytes trace, live bytes after the forward), relative to the start."""
+    from loraedit_nb.training import step_precision, training_step_loss
 
     _clear_grads(model)
     g = torch.Generator().manual_seed(1)
     t = torch.rand(1, generator=g)
     noise = torch.randn(z0.shape, generator=g)
-    with PeakMode() as pm:
-        with disable_input_dtype_casting(model), torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = flow_matching_loss(model, z0, cond, ctx, t, noise)
+    with PeakMode() as pm, step_precision(model, torch.bfloat16):
+        loss = training_step_loss(model, z0, cond, ctx, t, noise, None, torch.bfloat16)
         gc.collect()
         after_fwd = live_bytes() - pm.base
         loss.backward()

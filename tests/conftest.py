@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from loraedit_nb import memory
+
 torch.set_num_threads(int(os.environ.get("LORAEDIT_THREADS", "2")))
 
 
@@ -33,3 +35,37 @@ def moving_square(T=9, H=64, W=64, size=12, step=3, seed=0):
         video[t, y0 : y0 + size, x0 : x0 + size] = [0.95, 0.2, 0.2]
         mask[t, y0 : y0 + size, x0 : x0 + size] = True
     return np.clip(video, 0, 1), mask
+
+
+class TwoDeviceTransport(memory._Transport):
+    """A GPU emulated for block swapping: host and "device" are both CPU, but every onload is a fresh copy and a
+    released weight is an empty tensor (any use of a released weight fails loudly); a fake stream's copy/wait order
+    is recorded. Host copies are made by the real transport's ``host_block`` (one buffer per block)."""
+
+    def __init__(self, device):
+        super().__init__(torch.device("cpu"))
+        self.log = []
+
+    def start_copy(self, host):
+        ev = object()
+        self.log.append(("copy", id(ev)))
+        return host.clone(), ev
+
+    def wait(self, tensors, event):
+        assert ("copy", id(event)) in self.log, "waited on a copy that was never started"
+        self.log.append(("wait", id(event)))
+
+    def placeholder(self, host):
+        return torch.empty(0, dtype=host.dtype)
+
+
+@pytest.fixture
+def two_devices(monkeypatch):
+    """Every swapper made while the test runs uses a :class:`TwoDeviceTransport`; the list holds them."""
+    made = []
+
+    def factory(device):
+        made.append(TwoDeviceTransport(device))
+        return made[-1]
+    monkeypatch.setattr(memory, "make_transport", factory)
+    return made

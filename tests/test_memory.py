@@ -20,40 +20,6 @@ from loraedit_nb.training import TrainConfig, toy_config, train_lora
 from tests.conftest import moving_square
 
 
-class TwoDeviceTransport(memory._Transport):
-    """Host and "device" are both CPU, but every onload is a fresh copy and a released weight is an empty tensor."""
-
-    def __init__(self, device):
-        super().__init__(torch.device("cpu"))
-        self.log = []
-
-    def host_copy(self, t):
-        return t.detach().clone()
-
-    def start_copy(self, host):
-        ev = object()
-        self.log.append(("copy", id(ev)))
-        return host.clone(), ev
-
-    def wait(self, tensors, event):
-        assert ("copy", id(event)) in self.log, "waited on a copy that was never started"
-        self.log.append(("wait", id(event)))
-
-    def placeholder(self, host):
-        return torch.empty(0, dtype=host.dtype)
-
-
-@pytest.fixture
-def two_devices(monkeypatch):
-    made = []
-
-    def factory(device):
-        made.append(TwoDeviceTransport(device))
-        return made[-1]
-    monkeypatch.setattr(memory, "make_transport", factory)
-    return made
-
-
 def _clip():
     v, m = moving_square(T=5, H=32, W=32, size=8, step=3)
     return v, m, R.motion_sample(v, m, "a red square moves right")
@@ -235,13 +201,9 @@ def test_fsdp_is_refused_with_the_way_out(monkeypatch):
         train_lora(_bb(layers=2), [s], _cfg(steps=1), progress=False)
 
 
-def test_presets_and_auto(monkeypatch):
+def test_presets_by_name():
     assert set(memory.MEMORY_PRESETS) == {"16GB", "24GB", "48GB", "80GB+"}
-    monkeypatch.setattr(memory, "free_gpu_gb", lambda device=None: 47.5)
-    assert memory.get_preset("auto").name == "48GB"
-    monkeypatch.setattr(memory, "free_gpu_gb", lambda device=None: 8.0)
-    with pytest.raises(ValueError, match="smallest tier"):
-        memory.get_preset("auto")
+    assert memory.get_preset("48GB") is memory.MEMORY_PRESETS["48GB"]
     with pytest.raises(ValueError, match="memory_preset must be one of"):
         memory.get_preset("12GB")
 
@@ -380,12 +342,12 @@ def test_editing_offload_evicts_the_transformer_while_a_big_encoder_runs(monkeyp
                                                         contextlib.nullcontext())[1])
     pipe = tiny.pipeline(MaskedWanI2VPipeline)
     pipe._staged_device = torch.device("cuda")
-    pipe._evict_transformer = True
+    pipe._evict_for = frozenset({"image_encoder"})
     with pipe._encoders_for("image_encoder"):
         pass
     assert calls == [("evict", "WanTransformer3DModel", "cuda"), ("onload", "CLIPVisionModel", "cuda")]
     calls.clear()
-    pipe._evict_transformer = False  # "none": everything is resident, nothing moves out
+    pipe._evict_for = frozenset({"text_encoder", "vae"})  # CLIP fits beside the transformer: nothing moves out
     with pipe._encoders_for("image_encoder"):
         pass
     assert calls == [("onload", "CLIPVisionModel", "cuda")]

@@ -237,7 +237,7 @@ def test_a14b_experts_take_turns_on_the_gpu(a14b, monkeypatch):
         assert sw.moves == [("place", 0), ("release", 0), ("place", 1)]  # each expert moved once per edit
     finally:
         sw.remove()
-        a14b.evict_for_encoders = False
+        a14b.evict_for = frozenset()
         for h in hooks:
             h.remove()
 

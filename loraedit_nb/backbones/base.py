@@ -84,10 +84,11 @@ class Adapter:
     def staged_pipeline(self, backbone, cls: type, flow_shift: float | None, progress: bool = True):
         """The family's (masked) pipeline class over the backbone's components, set up to compute on the execution
         device with encoders brought there one at a time (:class:`~loraedit_nb.memory.StagedPipelineMixin`), the
-        transformer evicted for them when the editing preset says so, and the sampler's flow shift."""
+        transformer evicted for the components the editing preset says (``Backbone.evict_for``), and the sampler's
+        flow shift."""
         pipe = self.pipeline(backbone, cls)
         pipe._staged_device = backbone.device
-        pipe._evict_transformer = backbone.evict_for_encoders
+        pipe._evict_for = backbone.evict_for
         pipe.scheduler = with_flow_shift(backbone.scheduler, flow_shift)
         pipe.set_progress_bar_config(disable=not progress, leave=False)
         return pipe
@@ -197,7 +198,9 @@ class Backbone:
     execution_device: torch.device | None = None
     text_encoder_loader: Any = None  # re-creates a released text encoder (release_text_encoder); None = keep it
     prompt_cache: dict = field(default_factory=dict, repr=False)  # prompt -> text embedding (CPU), Wan
-    evict_for_encoders: bool = False  # editing presets with offload: the transformer leaves room for an encoder
+    # editing presets: the components ("text_encoder", "image_encoder", "vae", ...) that run with the transformer
+    # moved out of the way because the planner found they do not fit beside it (prepare_for_editing sets it)
+    evict_for: frozenset = frozenset()
 
     @property
     def encoders(self) -> list[torch.nn.Module]:

@@ -145,13 +145,14 @@ class MaskedHunyuanI2VPipeline(StagedPipelineMixin, HunyuanVideoImageToVideoPipe
             return out or {}
 
         handle = self.transformer.register_forward_pre_hook(swap, with_kwargs=True)
-        try:
-            super().__call__(*args, callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=inputs,
-                             output_type="latent", **kwargs)
-        finally:
-            handle.remove()
-        lat = final["latents"].to(self.vae.dtype) / self.vae_scaling_factor
-        video = self.vae.decode(lat, return_dict=False)[0]
+        with self._room_to_decode():  # previews from a callback and the final decode
+            try:
+                super().__call__(*args, callback_on_step_end=keep_latents,
+                                 callback_on_step_end_tensor_inputs=inputs, output_type="latent", **kwargs)
+            finally:
+                handle.remove()
+            lat = final["latents"].to(self.vae.dtype) / self.vae_scaling_factor
+            video = self.vae.decode(lat, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type="np")
 
 

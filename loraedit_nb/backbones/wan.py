@@ -15,7 +15,6 @@ callbacks and offloading are diffusers' own.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from diffusers import (
 )
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..memory import StagedPipelineMixin, evicted, onload
+from ..memory import StagedPipelineMixin, evicted_all, onload
 from .base import (
     Adapter,
     Backbone,
@@ -134,7 +133,8 @@ class MaskedWanI2VPipeline(StagedPipelineMixin, WanImageToVideoPipeline):
     def __call__(self, *args, condition: torch.Tensor | None = None, **kwargs):
         self._lora_condition = condition
         try:
-            return super().__call__(*args, **kwargs)
+            with self._room_to_decode():
+                return super().__call__(*args, **kwargs)
         finally:
             self._lora_condition = None
 
@@ -226,11 +226,8 @@ class WanAdapter(Adapter):
         pipe = self.staged_pipeline(backbone, MaskedWanI2VPipeline, flow_shift, progress)
         # prompts through the backbone's cache: the text encoder runs (or is reloaded) only for a new prompt
         prompts = [prompt] + ([negative_prompt or ""] if guidance > 1 else [])
-        new = backbone.evict_for_encoders and any(p not in backbone.prompt_cache for p in prompts)
-        with contextlib.ExitStack() as out_of_the_way:
-            for m in (backbone.transformer, backbone.transformer_2) if new else ():  # both experts (A14B)
-                if m is not None:
-                    out_of_the_way.enter_context(evicted(m, backbone.device))
+        new = "text_encoder" in backbone.evict_for and any(p not in backbone.prompt_cache for p in prompts)
+        with evicted_all((backbone.transformer, backbone.transformer_2), backbone.device, new):  # A14B: both
             emb = backbone.encode_prompt(prompt)
             neg = backbone.encode_prompt(negative_prompt or "") if guidance > 1 else None
         with onload(backbone.vae, backbone.device):
