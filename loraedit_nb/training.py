@@ -140,7 +140,7 @@ def default_config(backbone, **overrides) -> TrainConfig:
     if backbone.is_tiny:
         return toy_config(**overrides)
     if backbone.device.type == "cuda" and "memory_preset" not in overrides:
-        overrides["memory_preset"] = "auto"  # the tier that the card's free memory allows
+        overrides["memory_preset"] = "auto"  # the largest tier the card has room for (memory.auto_preset)
     return wan_config(**overrides)
 
 
@@ -458,26 +458,57 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
     ``blocks_to_swap`` of its blocks left in pinned host memory (:class:`~loraedit_nb.memory.BlockSwapper`); LoRA
     parameters are fp32 and stay on the GPU; steps run under bf16 autocast with peft's fp32 input upcast off.
     """
-    from accelerate import Accelerator, DistributedType
-    from tqdm.auto import tqdm
-
-    from .memory import apply_fp8, enable_block_swap, fix_lora_dtype, quiet_checkpoint_warning, release_pinned_cache
-
     cfg = config or default_config(backbone)
     if backbone.transformer_2 is not None and cfg.expert is None:  # Wan2.2-I2V-A14B: both experts, in turn
         return train_experts(backbone, samples, cfg, output_dir=output_dir, init_lora=init_lora, callback=callback,
                              callback_every=callback_every, progress=progress, stop_after=stop_after)
+    session = _set_up(backbone, samples, cfg, output_dir, init_lora, progress)
+    interrupted = _step_loop(session, callback, callback_every, progress, stop_after)
+    return _finish(session, interrupted)
+
+
+# The three parts of a run, each readable alone: _set_up (check, cache, place, LoRA, optimiser, resume) ->
+# _step_loop (draw a batch, one step, log, checkpoint) -> _finish (unwrap, save).
+@dataclass
+class _Session:
+    """Everything a training run's step loop reads and updates."""
+
+    backbone: object  # the backbone as trained (a two-expert backbone's expert view)
+    cfg: TrainConfig
+    accelerator: object
+    dev: torch.device
+    transformer: torch.nn.Module
+    model: torch.nn.Module  # the transformer, DDP-wrapped with several processes
+    optimizer: object
+    params: list
+    video_pool: list[CachedSample]
+    app_pool: list[CachedSample]
+    ratio: float  # P(an appearance batch)
+    t_range: tuple[float, float]  # flow times this run learns (an expert: its own)
+    compute: torch.dtype | None  # autocast dtype (bf16 for a real model), None for fp32
+    gen: torch.Generator
+    swapper: object
+    n_swap: int
+    ckpt: Path | None
+    out_dir: Path | None
+    t_start: float
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def _set_up(backbone, samples, cfg: TrainConfig, output_dir, init_lora, progress: bool) -> _Session:
+    """Check the inputs, encode the samples once, place the transformer for the tier with a fresh seeded LoRA, build
+    the optimiser and resume from ``output_dir``'s checkpoint if there is one."""
+    from accelerate import Accelerator, DistributedType
+
     backbone, t_range = expert_view(backbone, cfg.expert)
     if cfg.targets is None:  # the family's LoRA targets, recorded in the run's config and the saved LoRA
         cfg = replace(cfg, targets=backbone.adapter.lora_targets)
-    if not samples:
-        raise ValueError("no training samples: build some with motion_sample / appearance_samples")
-    sizes = [s.target.shape[:3] for s in samples if hasattr(s, "target")]  # (T, H, W) of raw samples
-    if sizes:  # a size the backbone cannot run fails here, not after hours; beyond its training it warns
-        backbone.check_clip_size(*max(sizes))
-    if cfg.fp8_base and not cfg.gradient_checkpointing:
-        warnings.warn("fp8_base without gradient checkpointing saves little: autograd keeps the bf16 compute copy "
-                      "of every weight until backward. Keep gradient_checkpointing=True.", stacklevel=2)
+    _check_run(backbone, samples, cfg)
     t_start = time.time()
     dev = backbone.device
     accelerator = Accelerator(cpu=dev.type == "cpu")
@@ -485,21 +516,67 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
         raise RuntimeError("FSDP is not supported: the frozen base and the fp32 LoRA cannot be flattened together. "
                            "Use DDP (accelerate launch --multi_gpu), or one GPU with memory_preset='24GB' "
                            "(fp8 + block swapping)")
-    multi = accelerator.num_processes > 1
     if dev.type == "cuda":  # this rank's device (accelerate pins each rank to its local GPU)
         dev = accelerator.device
         backbone.execution_device = dev
+    main = accelerator.is_main_process
+    video_pool, app_pool, ratio = _pools(backbone, samples, cfg, progress and main)
+    frames, height, width = _clip_size(backbone, (video_pool or app_pool)[0])
+    if main and progress:
+        _print_plan(backbone, cfg, frames, height, width)
+    n_swap = resolve_swap(backbone, cfg, frames, height, width)
+    if n_swap and accelerator.num_processes > 1:
+        raise RuntimeError("block swapping is single-GPU only (DDP cannot wrap weights that live on the CPU): "
+                           "use blocks_to_swap=0 with several GPUs, or one GPU")
+    tr = backbone.transformer
+    n_trainable, swapper = _place_with_lora(tr, cfg, init_lora, n_swap, dev)
+    params = [p for p in tr.parameters() if p.requires_grad]
+    optimizer = _build_optimizer(params, cfg)
+    model = tr
+    if accelerator.num_processes > 1:  # DDP over samples; one process keeps the model (prepare would move blocks)
+        model, optimizer = accelerator.prepare(tr, optimizer)
     out_dir = Path(output_dir) if output_dir is not None else None
+    s = _Session(backbone, cfg, accelerator, dev, tr, model, optimizer, params, video_pool, app_pool, ratio, t_range,
+                 tr.dtype if tr.dtype in (torch.bfloat16, torch.float16) else None,
+                 torch.Generator().manual_seed(cfg.seed * 1000 + accelerator.process_index), swapper, n_swap,
+                 out_dir / CHECKPOINT_NAME if out_dir is not None else None, out_dir, t_start)
+    if s.ckpt is not None and s.ckpt.exists():
+        s.step, s.history = _load_checkpoint(s.ckpt, model, optimizer, s.gen, accelerator.process_index, dev)
+        if main and progress:
+            print(f"resuming from {s.ckpt} at step {s.step}/{cfg.steps}")
+    if main and progress:
+        mem = memory_report(backbone, n_trainable, cfg)
+        print(f"LoRA rank {cfg.rank}: {n_trainable:,} trainable / {mem['frozen_params']:,} frozen parameters; "
+              f"{mem['gpu_weights_gb']} GB base weights on {dev}, {mem['host_weights_gb']} GB swapped in from host "
+              f"({n_swap} blocks); ~{mem['estimated_lora_and_optimizer_gb']} GB LoRA/optimiser; "
+              f"{len(video_pool)} video + {len(app_pool)} appearance cached samples, P(appearance)={ratio:.2f}")
+    return s
 
+
+def _check_run(backbone, samples, cfg: TrainConfig) -> None:
+    """Refuse what would fail hours later (no samples, a clip size the backbone cannot run); warn about fp8 without
+    checkpointing."""
+    if not samples:
+        raise ValueError("no training samples: build some with motion_sample / appearance_samples")
+    sizes = [s.target.shape[:3] for s in samples if hasattr(s, "target")]  # (T, H, W) of raw samples
+    if sizes:  # a size the backbone cannot run fails here, not after hours; beyond its training it warns
+        backbone.check_clip_size(*max(sizes))
+    if cfg.fp8_base and not cfg.gradient_checkpointing:
+        warnings.warn("fp8_base without gradient checkpointing saves little: autograd keeps the bf16 compute copy "
+                      "of every weight until backward. Keep gradient_checkpointing=True.", stacklevel=4)
+
+
+def _pools(backbone, samples, cfg: TrainConfig, progress: bool) -> tuple[list, list, float]:
+    """(video samples, appearance samples, P(appearance batch)), encoded once (:func:`cache_samples`); the text
+    encoder is released after when the config says so."""
     cached = [s for s in samples if isinstance(s, CachedSample)]
     raw = [s for s in samples if not isinstance(s, CachedSample)]
     if raw:
-        cached += cache_samples(backbone, raw, cfg, progress=progress and accelerator.is_main_process)
-    if cfg.release_text_encoder and backbone.release_text_encoder() and progress and accelerator.is_main_process:
+        cached += cache_samples(backbone, raw, cfg, progress=progress)
+    if cfg.release_text_encoder and backbone.release_text_encoder() and progress:
         print("text encoder released after caching the prompts (reloaded from disk if a new prompt comes)")
-    groups = {r: [c for c in cached if c.regime == r] for r in ("motion", "appearance", "naive")}
-    video_pool = groups["motion"] + groups["naive"]
-    app_pool = groups["appearance"]
+    video_pool = [c for c in cached if c.regime == "motion"] + [c for c in cached if c.regime == "naive"]
+    app_pool = [c for c in cached if c.regime == "appearance"]
     if app_pool and video_pool:
         ratio = cfg.appearance_ratio
         if ratio is None:  # official mix: each edited frame repeated x9 beside one video sample per clip
@@ -508,20 +585,23 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
             ratio = n_app / (n_app + n_video)
     else:
         ratio = 1.0 if app_pool else 0.0
+    return video_pool, app_pool, ratio
 
-    z_shape = video_pool[0].latents.shape if video_pool else app_pool[0].latents.shape
+
+def _clip_size(backbone, sample: CachedSample) -> tuple[int, int, int]:
+    """(frames, height, width) in pixels of a cached sample, from its latent shape and the VAE's geometry."""
+    z = sample.latents.shape
     geo = backbone.geometry if backbone.vae is not None else None
-    frames = (z_shape[2] - 1) * (geo.temporal if geo else 4) + 1
-    height, width = (z_shape[3] * (geo.spatial if geo else 8), z_shape[4] * (geo.spatial if geo else 8))
-    if accelerator.is_main_process and progress:
-        _print_plan(backbone, cfg, frames, height, width)
-    n_swap = resolve_swap(backbone, cfg, frames, height, width)
-    if n_swap and multi:
-        raise RuntimeError("block swapping is single-GPU only (DDP cannot wrap weights that live on the CPU): "
-                           "use blocks_to_swap=0 with several GPUs, or one GPU")
+    t, sp = (geo.temporal, geo.spatial) if geo else (4, 8)
+    return (z[2] - 1) * t + 1, z[3] * sp, z[4] * sp
 
-    tr = backbone.transformer
-    adapter = backbone.adapter
+
+def _place_with_lora(tr, cfg: TrainConfig, init_lora, n_swap: int, dev) -> tuple[int, object]:
+    """A fresh seeded fp32 LoRA on the transformer (fp8 base cast on the CPU first), optionally continued from
+    ``init_lora``, then the transformer on ``dev`` with ``n_swap`` blocks swapped. Returns (trainable parameters,
+    the swapper or None)."""
+    from .memory import apply_fp8, enable_block_swap, fix_lora_dtype
+
     if getattr(tr, "peft_config", None):
         tr.delete_adapters(list(tr.peft_config))  # a fresh LoRA per run; continuing is explicit (init_lora)
     if cfg.fp8_base:
@@ -537,91 +617,99 @@ def train_lora(backbone, samples: Sequence[Sample | CachedSample], config: Train
     swapper = enable_block_swap(tr, n_swap, dev)  # n_swap = 0: the whole transformer goes to the device
     fix_lora_dtype(tr, torch.float32, device=dev)
     tr.train()
-    params = [p for p in tr.parameters() if p.requires_grad]
-    optimizer = _build_optimizer(params, cfg)
-    if multi:  # DDP over samples; one process keeps the model as it is (prepare would move swapped blocks)
-        tr_p, optimizer = accelerator.prepare(tr, optimizer)
-    else:
-        tr_p = tr
-    compute = tr.dtype if tr.dtype in (torch.bfloat16, torch.float16) else None
+    return n_trainable, swapper
 
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + accelerator.process_index)
-    step, history = 0, []
-    ckpt = out_dir / CHECKPOINT_NAME if out_dir is not None else None
-    if ckpt is not None and ckpt.exists():
-        step, history = _load_checkpoint(ckpt, tr_p, optimizer, gen, accelerator.process_index, dev)
-        if accelerator.is_main_process and progress:
-            print(f"resuming from {ckpt} at step {step}/{cfg.steps}")
-    mem = memory_report(backbone, n_trainable, cfg)
-    if accelerator.is_main_process and progress:
-        print(f"LoRA rank {cfg.rank}: {n_trainable:,} trainable / {mem['frozen_params']:,} frozen parameters; "
-              f"{mem['gpu_weights_gb']} GB base weights on {dev}, {mem['host_weights_gb']} GB swapped in from host "
-              f"({n_swap} blocks); ~{mem['estimated_lora_and_optimizer_gb']} GB LoRA/optimiser; "
-              f"{len(video_pool)} video + {len(app_pool)} appearance cached samples, P(appearance)={ratio:.2f}")
 
+def _draw_batch(s: _Session) -> tuple[str, tuple]:
+    """("video" | "appearance", the step's tensors on the device): a batch drawn from one regime's pool, its
+    timesteps (within the run's flow-time range), noise and the dual-role region weights."""
+    cfg, dev = s.cfg, s.dev
+    use_app = bool(s.app_pool) and (not s.video_pool or torch.rand(1, generator=s.gen).item() < s.ratio)
+    pool = s.app_pool if use_app else s.video_pool
+    idx = torch.randint(len(pool), (cfg.batch_size,), generator=s.gen).tolist()
+    z0 = torch.cat([pool[i].latents for i in idx]).to(dev)
+    cond = torch.cat([pool[i].condition for i in idx]).to(dev)
+    context = collate_context([pool[i].context for i in idx], dev)
+    t = sample_timesteps(cfg.batch_size, scheme=cfg.timesteps, shift=cfg.shift, generator=s.gen)
+    t = s.t_range[0] + (s.t_range[1] - s.t_range[0]) * t  # an expert learns only its own timesteps
+    noise = torch.randn(z0.shape, generator=s.gen).to(dev)
+    weight = region_weights(cond, w_generate=cfg.w_generate, w_keep=cfg.w_keep, adapter=s.backbone.adapter)
+    return ("appearance" if use_app else "video"), (z0, cond, context, t.to(dev), noise, weight)
+
+
+def _optimizer_step(s: _Session, batch: tuple) -> float:
+    """Forward, backward, clip, step; returns the loss."""
+    cfg = s.cfg
+    with step_precision(s.transformer, s.compute):  # forward and backward: the checkpoint recompute is in backward
+        loss = training_step_loss(s.model, *batch, s.compute,
+                                  offload_checkpoints=cfg.offload_checkpoints and cfg.gradient_checkpointing)
+        s.accelerator.backward(loss)
+    if cfg.grad_clip:
+        s.accelerator.clip_grad_norm_(s.params, cfg.grad_clip)
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _step_loop(s: _Session, callback, callback_every: int, progress: bool, stop_after: int | None) -> bool:
+    """Steps until ``cfg.steps`` (or ``stop_after``: then True, as an interruption), logging, calling back and
+    checkpointing as configured."""
+    from tqdm.auto import tqdm
+
+    from .memory import quiet_checkpoint_warning
+
+    cfg, dev = s.cfg, s.dev
     quiet_checkpoint_warning()
-    bar = tqdm(total=cfg.steps, initial=step, desc="LoRA training", disable=not progress or
-               not accelerator.is_main_process)
-    interrupted = False
+    bar = tqdm(total=cfg.steps, initial=s.step, desc="LoRA training", disable=not progress or not s.main)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    while step < cfg.steps:
-        t_step = time.perf_counter()
-        use_app = bool(app_pool) and (not video_pool or torch.rand(1, generator=gen).item() < ratio)
-        pool = app_pool if use_app else video_pool
-        idx = torch.randint(len(pool), (cfg.batch_size,), generator=gen).tolist()
-        z0 = torch.cat([pool[i].latents for i in idx]).to(dev)
-        cond = torch.cat([pool[i].condition for i in idx]).to(dev)
-        context = collate_context([pool[i].context for i in idx], dev)
-        t = sample_timesteps(cfg.batch_size, scheme=cfg.timesteps, shift=cfg.shift, generator=gen)
-        t = t_range[0] + (t_range[1] - t_range[0]) * t  # an expert learns only its own timesteps
-        noise = torch.randn(z0.shape, generator=gen).to(dev)
-        weight = region_weights(cond, w_generate=cfg.w_generate, w_keep=cfg.w_keep, adapter=adapter)
-        with step_precision(tr, compute):  # forward and backward: the checkpoint recompute runs inside backward
-            loss = training_step_loss(tr_p, z0, cond, context, t.to(dev), noise, weight, compute,
-                                      offload_checkpoints=cfg.offload_checkpoints and cfg.gradient_checkpointing)
-            accelerator.backward(loss)
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        lv = float(loss.detach())
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        history.append({"step": step, "loss": lv, "regime": "appearance" if use_app else "video",
-                        "seconds": round(time.perf_counter() - t_step, 4)})
-        bar.update(1)
-        if step % max(1, cfg.log_every) == 0 or step == cfg.steps:
-            recent = [h["loss"] for h in history[-cfg.log_every:]]
-            bar.set_postfix(loss=f"{np.mean(recent):.4f}")
-        if step == 1 and accelerator.is_main_process and progress:
-            pm = peak_memory(dev)
-            bar.write(f"memory after the first step: {pm}")
-        if callback is not None and callback_every and step % callback_every == 0:
-            callback(step, lv, backbone)
-        stop = stop_after is not None and step >= stop_after
-        if ckpt is not None and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps
-                                 or stop):
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save_rng(ckpt, gen, accelerator.process_index, step)
-            if accelerator.is_main_process:
-                _save_checkpoint(ckpt, tr_p, optimizer, step, history, cfg)
-        if stop:
-            interrupted = True
-            break
-    bar.close()
-    accelerator.wait_for_everyone()
-    tr = accelerator.unwrap_model(tr_p) if multi else tr
+    try:
+        while s.step < cfg.steps:
+            t_step = time.perf_counter()
+            regime, batch = _draw_batch(s)
+            loss = _optimizer_step(s, batch)
+            s.step += 1
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            s.history.append({"step": s.step, "loss": loss, "regime": regime,
+                              "seconds": round(time.perf_counter() - t_step, 4)})
+            bar.update(1)
+            if s.step % max(1, cfg.log_every) == 0 or s.step == cfg.steps:
+                bar.set_postfix(loss=f"{np.mean([h['loss'] for h in s.history[-cfg.log_every:]]):.4f}")
+            if s.step == 1 and s.main and progress:
+                bar.write(f"memory after the first step: {peak_memory(dev)}")
+            if callback is not None and callback_every and s.step % callback_every == 0:
+                callback(s.step, loss, s.backbone)
+            stop = stop_after is not None and s.step >= stop_after
+            if s.ckpt is not None and ((cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0)
+                                       or s.step == cfg.steps or stop):
+                s.ckpt.parent.mkdir(parents=True, exist_ok=True)
+                _save_rng(s.ckpt, s.gen, s.accelerator.process_index, s.step)
+                if s.main:
+                    _save_checkpoint(s.ckpt, s.model, s.optimizer, s.step, s.history, cfg)
+            if stop:
+                return True
+        return False
+    finally:
+        bar.close()
+
+
+def _finish(s: _Session, interrupted: bool) -> LoraRun:
+    """The LoRA as a :class:`LoraRun` (memory figures included), saved to ``output_dir/lora`` unless interrupted;
+    the transformer left in eval mode with the LoRA attached, pinned buffers handed back."""
+    from .memory import release_pinned_cache
+
+    s.accelerator.wait_for_everyone()
+    tr = s.accelerator.unwrap_model(s.model) if s.model is not s.transformer else s.transformer
     tr.eval()
-    if cfg.gradient_checkpointing:
+    if s.cfg.gradient_checkpointing:
         tr.disable_gradient_checkpointing()
     release_pinned_cache()  # save_on_cpu's pinned checkpoint buffers stay cached by torch otherwise (~8 GB)
-    run = LoraRun(lora_state_dict(tr), cfg, history, seconds=time.time() - t_start)
-    run.memory = {**peak_memory(dev), "blocks_to_swap": n_swap, **(swapper.summary() if swapper else {})}
-    if out_dir is not None and accelerator.is_main_process and not interrupted:
-        run.save(out_dir / "lora", backbone)
-        (out_dir / "history.json").write_text(json.dumps(history))
+    run = LoraRun(lora_state_dict(tr), s.cfg, s.history, seconds=time.time() - s.t_start)
+    run.memory = {**peak_memory(s.dev), "blocks_to_swap": s.n_swap, **(s.swapper.summary() if s.swapper else {})}
+    if s.out_dir is not None and s.main and not interrupted:
+        run.save(s.out_dir / "lora", s.backbone)
+        (s.out_dir / "history.json").write_text(json.dumps(s.history))
     return run
 
 
@@ -679,8 +767,9 @@ def training_step_loss(transformer, z0, cond, context, t, noise, weight, compute
                        offload_checkpoints: bool = False):
     """One step's loss as training computes it: under ``compute_dtype`` autocast (bf16 for a real backbone) with
     peft's input upcast off, so the fp32 LoRA's matmuls run in bf16 and autograd saves no fp32 copy of every adapted
-    activation (+48 % saved memory otherwise); plain fp32 for the toy. The benchmark calls this too. Run the
-    backward inside :func:`step_precision`, as :func:`train_lora` does, or the checkpoint recompute casts again.
+    activation (+48 % saved memory otherwise); plain fp32 for the toy. ``scripts/measure_activations.py`` calls this
+    too. Run the backward inside :func:`step_precision`, as :func:`train_lora` does, or the checkpoint recompute
+    casts again.
 
     ``offload_checkpoints``: the forward runs under ``torch.autograd.graph.save_on_cpu``. With gradient
     checkpointing the only tensors it saves are each block's inputs (the blocks' own activations are recomputed in
