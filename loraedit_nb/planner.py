@@ -46,7 +46,7 @@ OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # per LoRA parameter (2 moments 
 # ----------------------------------------------------------------------------------------------- measured figures
 # scripts/measure_activations.py on the CPU (torch 2.13.0, diffusers 0.42.1, peft 0.21.2): infer_*, keep, saved and
 # the VAE figures measured 2026-12-01 (313 s on 2 cores); train_* re-measured 2026-12-03 with the backward inside
-# training.step_precision, as train_lora now runs it (Wan 499 s, Hunyuan ~800 s on 1 thread).
+# training.step_precision, as train_lora now runs it (Wan 499 s, Hunyuan 781 s + its fp8 rows, 1 thread).
 # Envelopes: (fixed bytes, bytes per video token) pairs; the peak at n video tokens is max(fixed + per_token * n).
 # Real widths (Wan2.1-14B d 5120 / ffn 13824; HunyuanVideo-13B d 3072, one dual- + one single-stream block), real
 # context (Wan 512 text + 257 image tokens; Hunyuan 544 text tokens), batch 1.
@@ -75,7 +75,8 @@ ACTIVATIONS = {
     },
     "hunyuan": {
         "train_bf16": ((119_872_992, 216_465.1),),
-        "train_fp8": ((604_561_440, 179_682.8), (399_371_520, 314_823.9)),
+        "train_fp8": ((554_732_960, 148_956.5), (544_382_496, 167_396.9), (339_203_008, 204_225.8),
+                      (251_986_128, 216_480.8)),
         "infer_bf16": ((61_332_032, 106_246.0), (41_279_648, 112_389.9)),
         "infer_fp8": ((149_028_496, 93_968.1), (41_276_000, 112_402.6)),
         "saved_block_per_token": 136_682.0,
