@@ -19,12 +19,15 @@ four times and puts every group of 4 frames into its 4 mask channels -> ``(B, 4,
 HunyuanVideo keeps one channel (:mod:`loraedit_nb.backbones.hunyuan`). The geometry (``s``, the temporal factor,
 ``z``) is read from the VAE's config, so the same code runs the real VAEs and the toy backbone's.
 
-User masks are True = edit (see :mod:`loraedit_nb.masks`); :func:`keep_mask` is the one place that flips them.
+User masks are True = edit (see :mod:`loraedit_nb.masks`); :func:`keep_mask` (its body :func:`keep_of`) is the
+one place that flips them. Public functions validate their inputs once (:func:`check_clip`) and hand a
+:class:`CheckedClip` to the ``*_of`` functions, which trust it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,6 +47,27 @@ from .video import check_frame_count, check_image, check_size, check_video, to_m
 GREY = 0.5  # neutral grey in [0, 1] == 0.0 in the model's [-1, 1]: what Wan's zero frames and LoRA-Edit's fill are
 
 
+# ----------------------------------------------------------------------------------------------- checked input
+@dataclass(frozen=True)
+class CheckedClip:
+    """A source clip and its edit mask, validated once by :func:`check_clip` at a public entry (``motion_sample``,
+    ``appearance_samples``, ``build_condition``, ``generate``, ``edit_video``) and handed inward: ``video`` float32
+    ``(T, H, W, 3)`` in [0, 1] with T = 4k + 1 and H, W multiples of 16; ``mask`` bool ``(T, H, W)``, True = edit.
+    The functions that take one trust it."""
+
+    video: np.ndarray
+    mask: np.ndarray
+
+
+def check_clip(video: np.ndarray, mask: np.ndarray, name: str = "video") -> CheckedClip:
+    """Validate a clip and its mask once (every bad input is refused with the fix, see :mod:`loraedit_nb.video`
+    and :func:`loraedit_nb.masks.check_mask`)."""
+    video = check_video(video, name)
+    check_frame_count(len(video))
+    check_size(*video.shape[1:3])
+    return CheckedClip(video, check_mask(mask, video))
+
+
 # ----------------------------------------------------------------------------------------------- pixel space
 def keep_mask(edit_mask: np.ndarray, *, keep_first_frame: bool = True,
               keyframes: Mapping[int, object] | None = None) -> np.ndarray:
@@ -52,7 +76,12 @@ def keep_mask(edit_mask: np.ndarray, *, keep_first_frame: bool = True,
     Frame 0 is kept whole (``keep_first_frame``): it carries the (edited) first frame. Frames listed in
     ``keyframes`` (e.g. user-edited later frames, or the last frame in first-last-frame mode) are kept whole too.
     """
-    keep = (~check_mask(edit_mask)).astype(np.float32)
+    return keep_of(check_mask(edit_mask), keep_first_frame=keep_first_frame, keyframes=keyframes)
+
+
+def keep_of(edit_mask: np.ndarray, *, keep_first_frame: bool = True, keyframes=None) -> np.ndarray:
+    """:func:`keep_mask` of a checked bool ``(T, H, W)`` mask (True = edit): float32, 1 = keep."""
+    keep = (~edit_mask).astype(np.float32)
     if keep_first_frame:
         keep[0] = 1.0
     for t in keyframes or {}:
@@ -70,8 +99,14 @@ def condition_video(video: np.ndarray, edit_mask: np.ndarray, first_frame: np.nd
     Everything the mask marks for editing on other frames becomes grey (0.5).
     """
     video = check_video(video)
-    edit_mask = check_mask(edit_mask, video)
-    cond = np.where(edit_mask[..., None], np.float32(GREY), video).astype(np.float32)
+    return condition_video_of(CheckedClip(video, check_mask(edit_mask, video)), first_frame, keyframes)
+
+
+def condition_video_of(clip: CheckedClip, first_frame=None, keyframes=None) -> np.ndarray:
+    """:func:`condition_video` of a checked clip (the first frame and keyframes are checked here: only this uses
+    them)."""
+    video = clip.video
+    cond = np.where(clip.mask[..., None], np.float32(GREY), video).astype(np.float32)
     cond[0] = video[0] if first_frame is None else _check_frame(first_frame, video, "first_frame")
     for t, frame in (keyframes or {}).items():
         if not -len(video) <= t < len(video):
@@ -103,11 +138,16 @@ def build_condition(vae, video: np.ndarray, edit_mask: np.ndarray, first_frame: 
     ``adapter``: the family's packing (``backbone.adapter``; default Wan's; HunyuanVideo: ``(1, z + 1, T_lat, h,
     w)``).
     """
-    video = check_video(video)
-    check_frame_count(len(video))
-    check_size(*video.shape[1:3])
-    cond = condition_video(video, edit_mask, first_frame, keyframes=keyframes)
-    keep = keep_mask(edit_mask, keyframes=keyframes)
+    return condition_of(vae, check_clip(video, edit_mask), first_frame, keyframes=keyframes, reduce=reduce,
+                        adapter=adapter)
+
+
+def condition_of(vae, clip: CheckedClip, first_frame: np.ndarray | None = None, *,
+                 keyframes: Mapping[int, np.ndarray] | None = None, reduce: str = "nearest",
+                 adapter=None) -> torch.Tensor:
+    """:func:`build_condition` of a checked clip (:func:`check_clip`)."""
+    cond = condition_video_of(clip, first_frame, keyframes)
+    keep = keep_of(clip.mask, keyframes=keyframes)
     pack = (adapter or default_adapter()).condition
     with torch.no_grad():
         return pack(vae, to_model(cond), torch.from_numpy(keep)[None, None], reduce=reduce)

@@ -18,12 +18,11 @@ import numpy as np
 import torch
 
 from .backbones.base import with_flow_shift  # noqa: F401 - re-exported (it used to live here)
-from .conditioning import build_condition, condition_video, decode, keep_mask
+from .conditioning import CheckedClip, check_clip, condition_of, condition_video_of, decode, keep_of
 from .lora import add_lora, check_compatible, load_lora, lora_weight_file, read_lora_meta, set_lora_state
 from .masks import (
     MaskPolarityWarning,  # noqa: F401 - re-exported: callers filter it
     PlainI2VMaskWarning,  # noqa: F401 - re-exported: callers filter it
-    check_mask,
     dilate,
     overlay,
     warn_if_degenerate,
@@ -40,23 +39,26 @@ from .memory import (
     onload,
     to_host,
 )
-from .video import InputError, check_image, check_video, from_model, hstack, resize_and_crop, write_video
+from .video import InputError, check_image, from_model, hstack, resize_and_crop, write_video
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (2-3 % faster than no_grad on the toy model)
 def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negative_prompt: str | None = None,
              keyframes=None, steps: int | None = None, guidance: float | None = None,
              flow_shift: float | None = None, seed: int = 0, callback_on_step_end=None,
-             progress: bool = True):
+             progress: bool = True, checked: bool = False):
     """Run the (possibly LoRA-adapted) I2V model on LoRA-Edit's condition; returns float ``(T, H, W, 3)`` in [0, 1].
 
     ``video``/``mask``/``first_frame``/``keyframes`` as in :func:`loraedit_nb.conditioning.build_condition`
     (``first_frame`` = the edited first frame at inference). Sampler settings default to ``backbone.defaults``.
     The condition is packed and the pipeline run by the backbone family's adapter (Wan or HunyuanVideo).
     Clip sizes the backbone cannot run are refused, sizes beyond what it was trained at warned about
-    (:meth:`~loraedit_nb.backbones.base.Backbone.check_clip_size`).
+    (:meth:`~loraedit_nb.backbones.base.Backbone.check_clip_size`). ``checked=True``: ``video`` and ``mask`` come
+    from :func:`~loraedit_nb.conditioning.check_clip` already (as :func:`edit_video` passes them): trusted.
     """
     backbone.check_clip_size(*np.shape(video)[:3])
+    clip = CheckedClip(video, mask) if checked else check_clip(video, mask)
+    video = clip.video
     d = backbone.defaults
     steps = steps or d.get("steps", 30)
     guidance = d.get("guidance", 5.0) if guidance is None else guidance
@@ -65,7 +67,7 @@ def generate(backbone, video, mask, first_frame=None, *, prompt: str = "", negat
     adapter = backbone.adapter
     room = evicted_all((backbone.transformer, backbone.transformer_2), backbone.device, "vae" in backbone.evict_for)
     with room, onload(backbone.vae, backbone.device):  # the VAE encodes where the model runs (not on a CPU)
-        cond = build_condition(backbone.vae, video, mask, first, keyframes=keyframes, adapter=adapter)
+        cond = condition_of(backbone.vae, clip, first, keyframes=keyframes, adapter=adapter)
     T, H, W = video.shape[:3]
     gen = torch.Generator(device="cpu").manual_seed(seed)
     return adapter.generate(backbone, cond, first, prompt=prompt, negative_prompt=negative_prompt, num_frames=T,
@@ -314,8 +316,8 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     import time
 
     t0 = time.time()
-    source_video = check_video(source_video, "source_video")
-    mask = check_mask(mask, source_video)
+    clip = check_clip(source_video, mask, "source_video")
+    source_video, mask = clip.video, clip.mask
     warn_if_degenerate(mask, context="editing")
     T, H, W = mask.shape
     first = _fit_frame(edited_first_frame, source_video[0], "the edited first frame", resize_edits)
@@ -351,13 +353,13 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
             return {}
     out = generate(backbone, source_video, mask, first, prompt=prompt, negative_prompt=negative_prompt,
                    keyframes=keyframes, steps=steps, guidance=guidance, flow_shift=flow_shift, seed=seed,
-                   callback_on_step_end=callback, progress=progress)
+                   callback_on_step_end=callback, progress=progress, checked=True)
     if composite:
         a = feathered(mask, feather)[..., None]
         out = (a * out + (1 - a) * source_video).astype(np.float32)
     if honour_given:
-        given = condition_video(source_video, mask, first, keyframes=keyframes)
-        out = np.where(keep_mask(mask, keyframes=keyframes)[..., None] > 0, given, out).astype(np.float32)
+        given = condition_video_of(clip, first, keyframes=keyframes)
+        out = np.where(keep_of(mask, keyframes=keyframes)[..., None] > 0, given, out).astype(np.float32)
     settings = dict(steps=steps or d.get("steps"), guidance=d.get("guidance") if guidance is None else guidance,
                     flow_shift=d.get("flow_shift") if flow_shift is None else flow_shift, composite=composite,
                     honour_given=honour_given,

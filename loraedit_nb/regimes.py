@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conditioning import condition_video, i2v_edit_mask, keep_mask
-from .masks import check_mask, warn_if_degenerate
-from .video import check_frame_count, check_image, check_size, check_video
+from .conditioning import CheckedClip, check_clip, condition_video_of, i2v_edit_mask, keep_of
+from .masks import warn_if_degenerate
+from .video import check_frame_count, check_image, check_video
 
 
 @dataclass
@@ -49,22 +49,15 @@ class Sample:
     mask_region: np.ndarray | None = None
 
 
-def _validate(video: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    video = check_video(video)
-    check_frame_count(len(video))
-    check_size(*video.shape[1:3])
-    mask = check_mask(mask, video)
-    return video, mask
-
-
 def motion_sample(video: np.ndarray, mask: np.ndarray, prompt: str) -> Sample:
     """The motion-regime sample of a source clip (see module doc). ``mask``: bool ``(T, H, W)``, True = edit."""
-    video, mask = _validate(video, mask)
+    clip = check_clip(video, mask)
+    video, mask = clip.video, clip.mask
     if not mask[1:].any():
         raise ValueError("the mask leaves nothing to generate after frame 0, so the motion regime has nothing to "
                          "learn: mark the object to edit (True = edit) on the frames where it appears")
     warn_if_degenerate(mask, context="training")  # plain I2V or an inverted mask: said at the caller's line
-    return Sample(condition=condition_video(video, mask), keep=keep_mask(mask), target=video, image=video[0],
+    return Sample(condition=condition_video_of(clip), keep=keep_of(mask), target=video, image=video[0],
                   prompt=prompt, regime="motion", mask_region=mask)
 
 
@@ -75,7 +68,8 @@ def appearance_samples(video: np.ndarray, mask: np.ndarray, edited_frames: Mappi
     ``prompt``: one caption of the edited video, or one per frame index. The CLIP image is the *source* frame i,
     as in the official code (it describes the scene; the edit is what the LoRA must learn).
     """
-    video, mask = _validate(video, mask)
+    clip = check_clip(video, mask)
+    video, mask = clip.video, clip.mask
     if not edited_frames:
         raise ValueError("give at least one edited frame, e.g. {0: edited_first_frame}")
     out = []
@@ -93,7 +87,7 @@ def appearance_samples(video: np.ndarray, mask: np.ndarray, edited_frames: Mappi
                              "mask the edited region on that frame")
         region = mask[i : i + 1]
         cond = np.where(region[..., None], np.float32(0.5), video[i : i + 1]).astype(np.float32)
-        out.append(Sample(condition=cond, keep=keep_mask(region, keep_first_frame=False), target=frame[None],
+        out.append(Sample(condition=cond, keep=keep_of(region, keep_first_frame=False), target=frame[None],
                           image=video[i], prompt=prompt[i] if isinstance(prompt, Mapping) else prompt,
                           regime="appearance", frame_index=i % T, mask_region=region))
     return out
@@ -103,8 +97,9 @@ def naive_sample(video: np.ndarray, prompt: str) -> Sample:
     """The paper's L_naive baseline: plain I2V conditioning (first frame only), target = the whole video."""
     video = check_video(video)
     check_frame_count(len(video))
-    m = i2v_edit_mask(*video.shape[:3])
-    return Sample(condition=condition_video(video, m), keep=keep_mask(m), target=video, image=video[0],
+    clip = CheckedClip(video, i2v_edit_mask(*video.shape[:3]))  # a mask made here is valid by construction
+    m = clip.mask
+    return Sample(condition=condition_video_of(clip), keep=keep_of(m), target=video, image=video[0],
                   prompt=prompt, regime="naive", mask_region=m)
 
 

@@ -120,3 +120,30 @@ def test_patchify_vae_is_exact_with_wan_geometry():
     assert torch.equal(vae.decode(z).sample, x)
     with pytest.raises(ValueError, match="4k\\+1"):
         vae.encode(x[:, :, :8])
+
+
+def test_each_public_entry_validates_its_clip_once(monkeypatch, tiny):
+    """motion_sample, appearance_samples, build_condition and edit_video check the video and the mask once each and
+    hand the checked clip inward (they used to run check_video -> check_mask -> conditioning's own checks again)."""
+    from collections import Counter
+
+    from loraedit_nb import inference, regimes
+
+    calls = Counter()
+    for mod in (C, regimes, inference):
+        for name in ("check_video", "check_mask"):
+            if hasattr(mod, name):
+                real = getattr(mod, name)
+                monkeypatch.setattr(mod, name, lambda *a, _r=real, _n=name, **k: (calls.update([_n]), _r(*a, **k))[1])
+    video, mask = moving_square(T=5, H=32, W=32, size=8, step=3)
+    entries = {
+        "motion_sample": lambda: regimes.motion_sample(video, mask, "a square"),
+        "appearance_samples": lambda: regimes.appearance_samples(video, mask, {0: video[0]}, "a square"),
+        "build_condition": lambda: C.build_condition(tiny.vae, video, mask),
+        "edit_video": lambda: inference.edit_video(tiny, None, video, mask, video[0], steps=1, seed=0,
+                                                   progress=False),
+    }
+    for name, run in entries.items():
+        calls.clear()
+        run()
+        assert calls == Counter(check_video=1, check_mask=1), (name, calls)
