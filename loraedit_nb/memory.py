@@ -285,48 +285,24 @@ def make_transport(device: torch.device) -> _Transport:
     return _Transport(device)
 
 
-class BlockSwapper:
-    """Keep the base weights of ``n`` transformer blocks in host memory and stream them in per use.
-
-    Why not diffusers' group offloading (``enable_group_offload``)? It is built for inference: with streams each
-    group restores its parameters from a pinned copy made once, so every LoRA update inside a block is thrown away
-    at the next offload (the LoRA never trains), and with gradient checkpointing its offload runs in the block's
-    post-forward, which the backward recompute never reaches (every block stays resident in backward). This swapper
-    differs where training needs it:
-
-    * only **base** weights move (every parameter but the LoRA's; they are frozen when swapped); LoRA weights, their
-      gradients and the optimiser state stay on the device and are never overwritten. Frozen weights do not change,
-      so restoring them from the host copy (one pinned buffer per block) is exact;
-    * **forward**: a block's weights are copied in by its pre-hook (waiting on the prefetch), the next swapped block
-      is prefetched on a side stream, and the block is released by its post-hook — safe because with gradient
-      checkpointing nothing of the block is saved for backward (swapping without checkpointing is refused);
-    * **backward**: the checkpoint recompute calls the block again (its pre-hook copies the weights in and prefetches
-      the block before it, in backward order); the block is released when the gradients of its own inputs that need
-      one are computed (tensor hooks registered in forward; inputs shared by every block are left out), i.e. after
-      the last backward op that used its weights; a callback at the end of backward releases whatever is left. This
-      does not depend on checkpoint early-stop. At most two swapped blocks are on the device at once, in forward
-      and in backward (the one running and the one prefetched);
-    * swapped blocks are the **first** ``n``: backward starts with the resident ones, which hides the first copies.
-
-    ``counts`` records onloads/releases per block and phase (``"forward"`` / ``"backward"``), for tests and logs.
-    Works on CPU too (a no-op copy), where the tests emulate a device with a subclassed transport.
-    """
+class SwappedBlocks:
+    """The storage half of block swapping: the base weights of the first ``n`` of ``blocks`` held in host copies
+    (one buffer per block, pinned on CUDA), a parameter holding a placeholder while its block is out, and the moves:
+    :meth:`prefetch` (start the copy in), :meth:`load` (wait and point the parameters at it), :meth:`release`.
+    Everything else of the blocks (LoRA, buffers, the resident blocks) lives on ``device``. :class:`BlockSwapper`
+    decides *when* to move, from hooks."""
 
     def __init__(self, blocks: Sequence[torch.nn.Module], n: int, device: torch.device | str,
-                 transport: _Transport | None = None, owner: torch.nn.Module | None = None):
-        self.owner = owner  # the transformer: its gradient_checkpointing flag is checked in training forwards
+                 transport: _Transport | None = None):
         self.device = torch.device(device)
         self.blocks = list(blocks)
         self.n = max(0, min(int(n), len(self.blocks)))
         self.transport = transport or _Transport(self.device)
         self.swapped = list(range(self.n))
         self._host: dict[int, list[tuple[torch.nn.Parameter, torch.Tensor]]] = {}
-        self._pending: dict[int, tuple[list[torch.Tensor], object]] = {}
+        self._pending: dict[int, tuple[list[torch.Tensor], object, bool]] = {}  # copies started, not yet waited on
         self._loaded: set[int] = set()
-        self._handles: list = []
-        self._waiting: dict[int, int] = {}
-        self._last_inputs: set[int] = set()  # ids of the tensors the previous swapped block got in this forward
-        self.counts: dict[tuple[int, str, str], int] = {}
+        self.counts: dict[tuple[int, str, str], int] = {}  # (block, "onload"|"prefetched"|"release", phase) -> n
         for i in self.swapped:
             params = self._swappable(self.blocks[i])
             pairs = list(zip(params, self.transport.host_block([p.data for p in params]), strict=True))
@@ -335,8 +311,6 @@ class BlockSwapper:
                 p.data = self.transport.placeholder(host)
             self._host[i] = pairs
             self._adopt(i)
-            self._handles.append(self.blocks[i].register_forward_pre_hook(self._make_pre(i), with_kwargs=True))
-            self._handles.append(self.blocks[i].register_forward_hook(self._make_post(i), with_kwargs=True))
         for i in range(self.n, len(self.blocks)):  # resident blocks go to the device whole
             self.blocks[i].to(self.device)
 
@@ -358,7 +332,6 @@ class BlockSwapper:
         nothing. LoRA parameters stay on the device."""
         return [p for n, p in block.named_parameters() if "lora_" not in n]
 
-    # -- moves
     def _count(self, i: int, what: str) -> None:
         phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
         self.counts[(i, what, phase)] = self.counts.get((i, what, phase), 0) + 1
@@ -398,6 +371,60 @@ class BlockSwapper:
             self.release(i)
         self._pending.clear()
 
+    def restore(self, target: torch.device | str | None) -> None:
+        """Every swapped weight back whole on ``target`` (``None``: left as its host copy); storage handed over."""
+        self.release_all()
+        for i in self.swapped:
+            for p, host in self._host[i]:
+                p.data = host if target is None else host.to(target)
+        self._host.clear()
+
+    def summary(self) -> dict:
+        out: dict = {}
+        for (_i, what, phase), c in self.counts.items():
+            out.setdefault(f"{phase}_{what}", 0)
+            out[f"{phase}_{what}"] += c
+        return out
+
+
+class BlockSwapper(SwappedBlocks):
+    """Keep the base weights of ``n`` transformer blocks in host memory and stream them in per use.
+
+    Why not diffusers' group offloading (``enable_group_offload``)? It is built for inference: with streams each
+    group restores its parameters from a pinned copy made once, so every LoRA update inside a block is thrown away
+    at the next offload (the LoRA never trains), and with gradient checkpointing its offload runs in the block's
+    post-forward, which the backward recompute never reaches (every block stays resident in backward). This swapper
+    differs where training needs it:
+
+    * only **base** weights move (every parameter but the LoRA's; they are frozen when swapped); LoRA weights, their
+      gradients and the optimiser state stay on the device and are never overwritten. Frozen weights do not change,
+      so restoring them from the host copy (one pinned buffer per block) is exact;
+    * **forward**: a block's weights are copied in by its pre-hook (waiting on the prefetch), the next swapped block
+      is prefetched on a side stream, and the block is released by its post-hook — safe because with gradient
+      checkpointing nothing of the block is saved for backward (swapping without checkpointing is refused);
+    * **backward**: the checkpoint recompute calls the block again (its pre-hook copies the weights in and prefetches
+      the block before it, in backward order); the block is released when the gradients of its own inputs that need
+      one are computed (tensor hooks registered in forward; inputs shared by every block are left out), i.e. after
+      the last backward op that used its weights; a callback at the end of backward releases whatever is left. This
+      does not depend on checkpoint early-stop. At most two swapped blocks are on the device at once, in forward
+      and in backward (the one running and the one prefetched);
+    * swapped blocks are the **first** ``n``: backward starts with the resident ones, which hides the first copies.
+
+    ``counts`` records onloads/releases per block and phase (``"forward"`` / ``"backward"``), for tests and logs.
+    Works on CPU too (a no-op copy), where the tests emulate a device with a subclassed transport.
+    """
+
+    def __init__(self, blocks: Sequence[torch.nn.Module], n: int, device: torch.device | str,
+                 transport: _Transport | None = None, owner: torch.nn.Module | None = None):
+        super().__init__(blocks, n, device, transport)
+        self.owner = owner  # the transformer: its gradient_checkpointing flag is checked in training forwards
+        self._handles: list = []
+        self._waiting: dict[int, int] = {}  # block -> input gradients still to come in this backward
+        self._last_inputs: set[int] = set()  # ids of the tensors the previous swapped block got in this forward
+        for i in self.swapped:
+            self._handles.append(self.blocks[i].register_forward_pre_hook(self._make_pre(i), with_kwargs=True))
+            self._handles.append(self.blocks[i].register_forward_hook(self._make_post(i), with_kwargs=True))
+
     # -- hooks
     def _neighbour(self, i: int, backward: bool) -> int | None:
         k = self.swapped.index(i)
@@ -422,19 +449,22 @@ class BlockSwapper:
             if self.owner is not None and not getattr(self.owner, "gradient_checkpointing", False):
                 raise RuntimeError("block swapping in training needs gradient checkpointing (without it autograd "
                                    "keeps every block's weights for backward): set gradient_checkpointing=True")
-            tensors = [t for t in (*args, *kwargs.values()) if torch.is_tensor(t)]
-            shared = self._last_inputs if i != self.swapped[0] else set()
-            self._last_inputs = {id(t) for t in tensors}
-            # release in backward once the gradients of the block's own inputs (its hidden-state stream(s)) are in;
-            # a tensor every block reads (Wan's text context, the time projection) gets its gradient only after the
-            # last block's backward, and waiting for it would keep every swapped block loaded (block 0 has no
-            # earlier block to compare with, and is the last in backward anyway)
-            inputs = [t for t in tensors if t.requires_grad and id(t) not in shared]
-            self._waiting[i] = len(inputs)
-            for t in inputs:
-                t.register_hook(self._make_grad_hook(i))
+            self._release_after_input_grads(i, [t for t in (*args, *kwargs.values()) if torch.is_tensor(t)])
             return None
         return pre
+
+    def _release_after_input_grads(self, i: int, tensors: list[torch.Tensor]) -> None:
+        """Training forward of block ``i``: release it in backward once the gradients of its own inputs (its
+        hidden-state stream(s)) are in. A tensor every block reads (Wan's text context, the time projection) gets its
+        gradient only after the last block's backward, and waiting for it would keep every swapped block loaded: an
+        input the previous swapped block got too is left out (block 0 has none to compare with, and is the last in
+        backward anyway)."""
+        shared = self._last_inputs if i != self.swapped[0] else set()
+        self._last_inputs = {id(t) for t in tensors}
+        inputs = [t for t in tensors if t.requires_grad and id(t) not in shared]
+        self._waiting[i] = len(inputs)
+        for t in inputs:
+            t.register_hook(self._make_grad_hook(i))
 
     def _make_post(self, i: int):
         def post(module, args, kwargs, output):
@@ -465,22 +495,10 @@ class BlockSwapper:
     def remove(self, *, restore_to: torch.device | str | None = "device") -> None:
         """Take the hooks off and put every swapped weight back whole: on the device (default), on ``restore_to``,
         or, with ``None``, left as it is (host copies)."""
-        self.release_all()
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        target = self.device if restore_to == "device" else restore_to
-        for i in self.swapped:
-            for p, host in self._host[i]:
-                p.data = host if target is None else host.to(target)
-        self._host.clear()
-
-    def summary(self) -> dict:
-        out: dict = {}
-        for (_i, what, phase), c in self.counts.items():
-            out.setdefault(f"{phase}_{what}", 0)
-            out[f"{phase}_{what}"] += c
-        return out
+        self.restore(self.device if restore_to == "device" else restore_to)
 
 
 def enable_block_swap(transformer, n: int, device, transport: _Transport | None = None) -> BlockSwapper | None:
