@@ -170,60 +170,14 @@ class ClipSizeWarning(InputWarning):
     """A clip larger than the toy backbone was trained on: slow (cost grows with the tokens) and poor output."""
 
 
-@dataclass
-class Backbone:
-    """An I2V backbone: diffusers components plus the few settings the package needs to drive them.
-
-    ``defaults`` holds the sizes and sampler settings that suit this backbone (toy: 32x32, 9 frames, CPU seconds;
-    Wan: 832x480, 49 frames, 30 steps, guidance 5, flow shift 5).
-    """
-
-    name: str
-    transformer: torch.nn.Module
-    vae: torch.nn.Module
-    scheduler: Any
-    tokenizer: Any
-    text_encoder: torch.nn.Module
-    image_encoder: torch.nn.Module | None = None
-    image_processor: Any = None
-    max_sequence_length: int = 512
-    defaults: dict = field(default_factory=dict)
-    tokenizer_2: Any = None  # Hunyuan: CLIP text tokenizer (pooled text)
-    text_encoder_2: torch.nn.Module | None = None  # Hunyuan: CLIP text encoder
-    prompt_template: dict | None = None  # Hunyuan: the Llava prompt template (where the image tokens go)
-    transformer_2: torch.nn.Module | None = None  # Wan2.2-I2V-A14B: the low-noise expert (t < boundary)
-    boundary_ratio: float | None = None  # Wan2.2-I2V-A14B: transformer for t >= ratio * 1000, transformer_2 below
-    # Where compute runs. Real backbones load on the CPU and set this: each stage then brings only what it needs to
-    # the GPU (memory.onload, memory.enable_block_swap), so loading never needs more GPU memory than the tier.
-    execution_device: torch.device | None = None
-    text_encoder_loader: Any = None  # re-creates a released text encoder (release_text_encoder); None = keep it
-    prompt_cache: dict = field(default_factory=dict, repr=False)  # prompt -> text embedding (CPU), Wan
-    # editing presets: the components ("text_encoder", "image_encoder", "vae", ...) that run with the transformer
-    # moved out of the way because the planner found they do not fit beside it (prepare_for_editing sets it)
-    evict_for: frozenset = frozenset()
+class _PlacementAndExperts:
+    """What a :class:`Backbone` does with where its weights are: the execution device, moving every component,
+    and Wan2.2-I2V-A14B's two experts seen one at a time. Data lives in :class:`Backbone`."""
 
     @property
     def encoders(self) -> list[torch.nn.Module]:
         """Every module besides the transformer (VAE, text and image encoders): what is offloaded or moved with it."""
         return [m for m in (self.vae, self.text_encoder, self.text_encoder_2, self.image_encoder) if m is not None]
-
-    @property
-    def is_tiny(self) -> bool:
-        """The embedded toy model or a tiny random stack: toy-scale training settings, no Hub negative prompt."""
-        return self.name in TINY_BACKBONES
-
-    @property
-    def adapter(self):
-        """The family adapter (:func:`adapter_for`): Wan's, or Hunyuan's for a Hunyuan transformer."""
-        return adapter_for(self.transformer)
-
-    @property
-    def geometry(self) -> LatentGeometry:
-        return LatentGeometry.of(self.vae)
-
-    @property
-    def has_image_encoder(self) -> bool:
-        return self.transformer.config.get("image_dim") is not None
 
     @property
     def device(self) -> torch.device:
@@ -232,55 +186,38 @@ class Backbone:
             return torch.device(self.execution_device)
         return memory.module_device(self.transformer)
 
-    @property
-    def trained_size(self) -> tuple[int, int, int] | None:
-        """``(frames, height, width)`` the weights were trained at, where it is that narrow: the toy model was
-        pretrained only at its default size (9 x 32 x 32, :mod:`loraedit_nb.toyworld.pretrain`). None otherwise."""
-        d = self.defaults
-        return (d["num_frames"], d["height"], d["width"]) if self.name == "toy" else None
+    def to(self, device=None, dtype=None) -> Backbone:
+        """Move every component (weights and all) to ``device``; ``dtype`` applies to the transformer."""
+        # .to(device) alone when no dtype is asked: .to(dtype=None) makes diffusers warn about fp32 modules
+        self.transformer.to(device) if dtype is None else self.transformer.to(device=device, dtype=dtype)
+        for m in self.encoders:
+            m.to(device=device)
+        if device is not None:
+            self.execution_device = torch.device(device)
+        return self
 
-    def check_clip_size(self, frames: int, height: int, width: int) -> None:
-        """Refuse a clip ``frames x height x width`` the transformer cannot run, warn for one beyond what the
-        weights were trained at. Training and editing entry points call this before any work.
+    EXPERTS = ("high", "low")
 
-        The hard limit is Wan's rotary position table: ``WanRotaryPosEmbed`` holds ``rope_max_seq_len`` positions
-        per axis (frames, height, width of the latent token grid) and slices ``[:n]`` of it, so a grid longer than
-        that along any axis fails deep in diffusers (``shape '[1, 1, 72, -1]' is invalid``). Tokens per axis are
-        ``(frames - 1) / temporal + 1`` over ``patch_t`` and ``size / spatial / patch``: the toy (x2 VAE, 2x2
-        patches, 64 positions) runs at most 253 frames and 256 x 256 px; Wan (x8, 1024 positions) 16384 px.
-        """
-        cfg = self.transformer.config
-        limit = cfg.get("rope_max_seq_len")  # Wan; HunyuanVideo computes its rotary table per call (no limit)
-        g = self.geometry
-        patch = cfg.get("patch_size") or (1, 2, 2)
-        p_t, p_h, p_w = patch if not isinstance(patch, int) else (cfg.get("patch_size_t") or 1, patch, patch)
+    def expert(self, which: str) -> Backbone:
+        """A two-expert backbone (Wan2.2-I2V-A14B) seen as one expert: ``"high"`` (``transformer``, flow times
+        ``t >= boundary_ratio``) or ``"low"`` (``transformer_2``, below), sharing every other component and the
+        prompt cache. Training and LoRA loading work on this view as on a one-transformer backbone."""
+        if self.transformer_2 is None or which not in self.EXPERTS:
+            raise ValueError(f"expert {which!r}: {self.name} has "
+                             + ("two experts, 'high' and 'low'" if self.transformer_2 is not None else
+                                "one transformer (experts are for Wan2.2-I2V-A14B)"))
+        return replace(self, transformer=self.transformer if which == "high" else self.transformer_2,
+                       transformer_2=None, boundary_ratio=None, prompt_cache=self.prompt_cache)
 
-        def grid(f: int, h: int, w: int) -> dict[str, int]:  # latent tokens along each axis
-            return {"frames": ((f - 1) // g.temporal + 1) // p_t, "height": h // g.spatial // p_h,
-                    "width": w // g.spatial // p_w}
+    def expert_range(self, which: str) -> tuple[float, float]:
+        """The flow times ``(lo, hi)`` in (0, 1) an expert denoises (``t = timestep / 1000``)."""
+        b = float(self.boundary_ratio)
+        return (b, 1.0) if which == "high" else (0.0, b)
 
-        tokens = grid(frames, height, width)
-        trained = self.trained_size
-        d = self.defaults
-        f0, h0, w0 = trained or (d.get("num_frames", 9), d.get("height", 32), d.get("width", 32))
-        fix = (f"Fix: prepare the clip at {f0} x {h0} x {w0}: prepare_video(video, {f0}, {h0}, {w0}) and "
-               f"prepare_mask(mask, {f0}, {h0}, {w0}); or use a real backbone ({REAL_BACKBONE}).")
-        cli = f"Fix: use --frames {f0} --height {h0} --width {w0}; or --backbone {REAL_BACKBONE}."
-        if limit is not None and max(tokens.values()) > limit:
-            axis = max(tokens, key=tokens.get)
-            raise InputError(
-                f"the {self.name} backbone cannot run a {frames} x {height} x {width} clip (frames x H x W): its "
-                f"transformer has rotary positions for at most {limit} latent tokens along each axis "
-                f"(rope_max_seq_len), i.e. at most {(limit * p_t - 1) * g.temporal + 1} frames and "
-                f"{limit * p_h * g.spatial} x {limit * p_w * g.spatial} px, and this clip needs {tokens[axis]} along "
-                f"the {axis}.", fix, cli=cli)
-        if trained is not None and (frames > f0 or height > h0 or width > w0):
-            ratio = np.prod(list(tokens.values())) / max(1, np.prod(list(grid(f0, h0, w0).values())))
-            warn_user(ClipSizeWarning(
-                f"the {self.name} backbone was trained only on {f0}-frame {h0} x {w0} clips; this one is {frames} x "
-                f"{height} x {width} (frames x H x W), {ratio:.0f}x the tokens: every training and denoising step "
-                "costs that much compute or more (attention grows with its square) and the output degrades (grey, "
-                "blocky noise at 17 x 112 x 256).", fix, cli=cli))
+
+class _Encoders:
+    """What a :class:`Backbone` does with its text and image encoders: prompt and CLIP embeddings (brought to the
+    execution device for the call), and releasing / reloading the text encoder."""
 
     def ensure_text_encoder(self) -> None:
         """Re-create the text encoder after :meth:`release_text_encoder` (a new prompt came)."""
@@ -301,29 +238,6 @@ class Backbone:
 
         gc.collect()
         return True
-
-    EXPERTS = ("high", "low")
-
-    def expert(self, which: str) -> Backbone:
-        """A two-expert backbone (Wan2.2-I2V-A14B) seen as one expert: ``"high"`` (``transformer``, flow times
-        ``t >= boundary_ratio``) or ``"low"`` (``transformer_2``, below), sharing every other component and the
-        prompt cache. Training and LoRA loading work on this view as on a one-transformer backbone."""
-        if self.transformer_2 is None or which not in self.EXPERTS:
-            raise ValueError(f"expert {which!r}: {self.name} has "
-                             + ("two experts, 'high' and 'low'" if self.transformer_2 is not None else
-                                "one transformer (experts are for Wan2.2-I2V-A14B)"))
-        return replace(self, transformer=self.transformer if which == "high" else self.transformer_2,
-                                   transformer_2=None, boundary_ratio=None, prompt_cache=self.prompt_cache)
-
-    def expert_range(self, which: str) -> tuple[float, float]:
-        """The flow times ``(lo, hi)`` in (0, 1) an expert denoises (``t = timestep / 1000``)."""
-        b = float(self.boundary_ratio)
-        return (b, 1.0) if which == "high" else (0.0, b)
-
-    def pipeline(self, cls: type | None = None):
-        """A diffusers pipeline sharing these components (no copies). ``cls`` defaults to the family's stock I2V
-        pipeline (``WanImageToVideoPipeline`` / ``HunyuanVideoImageToVideoPipeline``)."""
-        return self.adapter.pipeline(self, cls)
 
     def encode_context(self, prompt: str, image=None, memo: dict | None = None) -> dict:
         """Everything the transformer takes besides the latents, for one sample (batch 1): text embeddings and
@@ -358,6 +272,69 @@ class Backbone:
             image = _pil(image)
         with memory.onload(self.image_encoder, self.device):
             return self.pipeline().encode_image(image, self.device).to(self.transformer.dtype)
+
+
+@dataclass
+class Backbone(_PlacementAndExperts, _Encoders):
+    """An I2V backbone: diffusers components plus the few settings the package needs to drive them.
+
+    ``defaults`` holds the sizes and sampler settings that suit this backbone (toy: 32x32, 9 frames, CPU seconds;
+    Wan: 832x480, 49 frames, 30 steps, guidance 5, flow shift 5).
+    """
+
+    name: str
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler: Any
+    tokenizer: Any
+    text_encoder: torch.nn.Module
+    image_encoder: torch.nn.Module | None = None
+    image_processor: Any = None
+    max_sequence_length: int = 512
+    defaults: dict = field(default_factory=dict)
+    tokenizer_2: Any = None  # Hunyuan: CLIP text tokenizer (pooled text)
+    text_encoder_2: torch.nn.Module | None = None  # Hunyuan: CLIP text encoder
+    prompt_template: dict | None = None  # Hunyuan: the Llava prompt template (where the image tokens go)
+    transformer_2: torch.nn.Module | None = None  # Wan2.2-I2V-A14B: the low-noise expert (t < boundary)
+    boundary_ratio: float | None = None  # Wan2.2-I2V-A14B: transformer for t >= ratio * 1000, transformer_2 below
+    # Where compute runs. Real backbones load on the CPU and set this: each stage then brings only what it needs to
+    # the GPU (memory.onload, memory.enable_block_swap), so loading never needs more GPU memory than the tier.
+    execution_device: torch.device | None = None
+    text_encoder_loader: Any = None  # re-creates a released text encoder (release_text_encoder); None = keep it
+    prompt_cache: dict = field(default_factory=dict, repr=False)  # prompt -> text embedding (CPU), Wan
+    # editing presets: the components ("text_encoder", "image_encoder", "vae", ...) that run with the transformer
+    # moved out of the way because the planner found they do not fit beside it (prepare_for_editing sets it)
+    evict_for: frozenset = frozenset()
+
+    @property
+    def is_tiny(self) -> bool:
+        """The embedded toy model or a tiny random stack: toy-scale training settings, no Hub negative prompt."""
+        return self.name in TINY_BACKBONES
+
+    @property
+    def adapter(self):
+        """The family adapter (:func:`adapter_for`): Wan's, or Hunyuan's for a Hunyuan transformer."""
+        return adapter_for(self.transformer)
+
+    @property
+    def geometry(self) -> LatentGeometry:
+        return LatentGeometry.of(self.vae)
+
+    @property
+    def has_image_encoder(self) -> bool:
+        return self.transformer.config.get("image_dim") is not None
+
+    @property
+    def trained_size(self) -> tuple[int, int, int] | None:
+        """``(frames, height, width)`` the weights were trained at, where it is that narrow: the toy model was
+        pretrained only at its default size (9 x 32 x 32, :mod:`loraedit_nb.toyworld.pretrain`). None otherwise."""
+        d = self.defaults
+        return (d["num_frames"], d["height"], d["width"]) if self.name == "toy" else None
+
+    def pipeline(self, cls: type | None = None):
+        """A diffusers pipeline sharing these components (no copies). ``cls`` defaults to the family's stock I2V
+        pipeline (``WanImageToVideoPipeline`` / ``HunyuanVideoImageToVideoPipeline``)."""
+        return self.adapter.pipeline(self, cls)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write every component in diffusers format (safetensors) + a small ``loraedit_nb.json``."""
@@ -397,15 +374,54 @@ class Backbone:
             h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
         return h.hexdigest()[:12]
 
-    def to(self, device=None, dtype=None) -> Backbone:
-        """Move every component (weights and all) to ``device``; ``dtype`` applies to the transformer."""
-        # .to(device) alone when no dtype is asked: .to(dtype=None) makes diffusers warn about fp32 modules
-        self.transformer.to(device) if dtype is None else self.transformer.to(device=device, dtype=dtype)
-        for m in self.encoders:
-            m.to(device=device)
-        if device is not None:
-            self.execution_device = torch.device(device)
-        return self
+    def check_clip_size(self, frames: int, height: int, width: int) -> None:
+        """Refuse a clip the transformer cannot run, warn for one beyond what the weights were trained at
+        (:func:`check_clip_size`). Training and editing entry points call this before any work."""
+        check_clip_size(self, frames, height, width)
+
+
+def check_clip_size(bb: Backbone, frames: int, height: int, width: int) -> None:
+    """Refuse a clip ``frames x height x width`` the transformer cannot run, warn for one beyond what the
+    weights were trained at. Training and editing entry points call this before any work.
+
+    The hard limit is Wan's rotary position table: ``WanRotaryPosEmbed`` holds ``rope_max_seq_len`` positions
+    per axis (frames, height, width of the latent token grid) and slices ``[:n]`` of it, so a grid longer than
+    that along any axis fails deep in diffusers (``shape '[1, 1, 72, -1]' is invalid``). Tokens per axis are
+    ``(frames - 1) / temporal + 1`` over ``patch_t`` and ``size / spatial / patch``: the toy (x2 VAE, 2x2
+    patches, 64 positions) runs at most 253 frames and 256 x 256 px; Wan (x8, 1024 positions) 16384 px.
+    """
+    cfg = bb.transformer.config
+    limit = cfg.get("rope_max_seq_len")  # Wan; HunyuanVideo computes its rotary table per call (no limit)
+    g = bb.geometry
+    patch = cfg.get("patch_size") or (1, 2, 2)
+    p_t, p_h, p_w = patch if not isinstance(patch, int) else (cfg.get("patch_size_t") or 1, patch, patch)
+
+    def grid(f: int, h: int, w: int) -> dict[str, int]:  # latent tokens along each axis
+        return {"frames": ((f - 1) // g.temporal + 1) // p_t, "height": h // g.spatial // p_h,
+                "width": w // g.spatial // p_w}
+
+    tokens = grid(frames, height, width)
+    trained = bb.trained_size
+    d = bb.defaults
+    f0, h0, w0 = trained or (d.get("num_frames", 9), d.get("height", 32), d.get("width", 32))
+    fix = (f"Fix: prepare the clip at {f0} x {h0} x {w0}: prepare_video(video, {f0}, {h0}, {w0}) and "
+           f"prepare_mask(mask, {f0}, {h0}, {w0}); or use a real backbone ({REAL_BACKBONE}).")
+    cli = f"Fix: use --frames {f0} --height {h0} --width {w0}; or --backbone {REAL_BACKBONE}."
+    if limit is not None and max(tokens.values()) > limit:
+        axis = max(tokens, key=tokens.get)
+        raise InputError(
+            f"the {bb.name} backbone cannot run a {frames} x {height} x {width} clip (frames x H x W): its "
+            f"transformer has rotary positions for at most {limit} latent tokens along each axis "
+            f"(rope_max_seq_len), i.e. at most {(limit * p_t - 1) * g.temporal + 1} frames and "
+            f"{limit * p_h * g.spatial} x {limit * p_w * g.spatial} px, and this clip needs {tokens[axis]} along "
+            f"the {axis}.", fix, cli=cli)
+    if trained is not None and (frames > f0 or height > h0 or width > w0):
+        ratio = np.prod(list(tokens.values())) / max(1, np.prod(list(grid(f0, h0, w0).values())))
+        warn_user(ClipSizeWarning(
+            f"the {bb.name} backbone was trained only on {f0}-frame {h0} x {w0} clips; this one is {frames} x "
+            f"{height} x {width} (frames x H x W), {ratio:.0f}x the tokens: every training and denoising step "
+            "costs that much compute or more (attention grows with its square) and the output degrades (grey, "
+            "blocky noise at 17 x 112 x 256).", fix, cli=cli))
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device | None:
