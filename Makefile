@@ -38,7 +38,7 @@ site: $(STAMP)
 	$(BIN)/python -m loraedit_nb site --out docs
 
 lint: $(STAMP)
-	$(BIN)/ruff check loraedit_nb tests scripts
+	$(BIN)/ruff check loraedit_nb tests scripts experiments
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -306,7 +306,7 @@ def edit_video(backbone, lora, source_video: np.ndarray, mask: np.ndarray, edite
     first frame, placed edited frames sit at their indices, and outside the mask the source (a hard edge; applied
     after ``composite``, so it wins). The given pixels are the condition's own (:func:`keep_mask`,
     :func:`condition_video`). Off by default: the paper's recipe returns the model's output, and the toy probes
-    (issue 15) found it fixes frame 0 and the background but leaves the edit region unchanged; re-imposing the
+    (results/toy_lever_probes.md) found it fixes frame 0 and the background, not the edit region; re-imposing the
     given latents during sampling measured the same as this final composite, which is exact on any VAE.
     ``lora``: a LoraRun, a saved LoRA folder, or None (un-tuned model). ``seed=None`` picks one and prints it.
     ``preview(step, video)`` is called every ``preview_every`` denoising steps with the decoded current estimate.

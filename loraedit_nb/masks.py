@@ -7,7 +7,7 @@
 
    Wan2.1-I2V's own mask channels use the opposite sense (1 = keep / given, 0 = generate), and VACE uses
    1 = generate. The flip happens in exactly one place, :func:`loraedit_nb.conditioning.keep_mask`, so user code
-   never deals with Wan's convention. (Users trip on this: Wan2.1 issue 479, VACE issue 108.)
+   never deals with Wan's convention. (Users trip on this: Wan2.1 #479, VACE #108 on GitHub.)
 
 Every operation here takes and returns that boolean convention. Masks can be made in code (boxes, points via
 ``from_first_frame`` + ``propagate_flow``) so notebooks run headless, or painted with

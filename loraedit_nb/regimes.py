@@ -113,11 +113,11 @@ COLOUR_WORDS = {
 def colour_transform(rng: np.random.Generator, mode: str = "mix"):
     """A random colour map applied identically to condition, target and image (appearance-agnostic motion).
 
-    ``"permute"``: RGB channel permutation + per-channel inversion (strong; the toy world's default until issue 15);
+    ``"permute"``: RGB channel permutation + per-channel inversion (strong; the toy recipe's default before ``"mix"``);
     ``"hue"``: rotation of the hue around the grey axis by a random angle (milder; keeps luminance);
     ``"mix"``: ``"permute"`` half the time, else a hue rotation followed by a lift toward white or a dip toward
     black — it also reaches the colours the first two never make (white, pastels, orange, yellow, dark tones),
-    which the probes found LoRAs failing to carry (issue 15).
+    which LoRAs trained with ``"permute"`` failed to carry (results/toy_lever_probes.md).
     Returns a function ``f(array[..., 3]) -> array[..., 3]``; ``"permute"`` and ``"hue"`` keep neutral grey (0.5)
     fixed, ``"mix"``'s lift does not (:func:`augment_colour` leaves the grey fill alone in every mode).
     """

@@ -108,9 +108,9 @@ def toy_config(**overrides) -> TrainConfig:
     one clip memorises the source object's colour and paints it back over the edit (seen in the project's probes
     and again on the shipped base: a blue star comes back blue under a green first frame). With augmentation the
     LoRA must copy the appearance from frame 0, which takes more steps: 300 steps left a faint blob (motion cosine
-    0.4), 1200 steps a greenish object on the source path (0.89). The mode is ``"mix"`` (issue 15, probe 5b: on three
-    recolour edits, two training seeds, region PSNR 16.6 dB vs 14.1-14.6 with ``"permute"``, object pixels near the
-    edited colour 0.70-0.72 vs 0.55-0.56, frames where the object vanished 11-24 of 96 vs 27-31)."""
+    0.4), 1200 steps a greenish object on the source path (0.89). The mode is ``"mix"`` (results/toy_lever_probes.md:
+    on three recolour edits, two training seeds, region PSNR 16.6 dB vs 14.1-14.6 with ``"permute"``, object pixels
+    near the edited colour 0.70-0.72 vs 0.55-0.56, frames where the object vanished 11-24 of 96 vs 27-31)."""
     base = TrainConfig(steps=800, rank=8, lr=2e-3, batch_size=4, gradient_checkpointing=False, colour_aug="mix",
                        colour_aug_variants=16, log_every=10)
     return replace(base, **overrides)

@@ -220,7 +220,7 @@ show_images({"frame 0 + mask": up(masks.overlay(video[:1], mask[:1])[0]), f'"{IN
 # In this package a mask is **True where the model should generate** (the region to edit) and False where the
 # source is kept. Wan2.1-I2V's mask channels use the *opposite* sense: **1 = this pixel is given (keep)**, 0 =
 # generate; and VACE uses 1 = generate again. Mixing them up silently edits the background and freezes the object
-# (users of both projects report exactly this: Wan2.1 issue #479, VACE issue #108).
+# (users of both projects report exactly this: Wan2.1 #479, VACE #108 on GitHub).
 #
 # The flip happens in exactly one place, `conditioning.keep_mask`. It also marks **frame 0 as given whole**: the
 # first frame is what the model starts from (the original in training, your edited frame at inference).

@@ -1,4 +1,4 @@
-"""How good is the *un-tuned* toy backbone? A held-out quality report (the issue "quality the base model must show").
+"""How good is the *un-tuned* toy backbone? A held-out quality report: what the base does before any LoRA.
 
     python -m loraedit_nb.toyworld.evaluate                      # data/toy_backbone, 32 scenes
     python -m loraedit_nb.toyworld.evaluate --backbone PATH --n 32 --out outputs/toy_quality

@@ -18,7 +18,7 @@ What is trained, and why this way:
 * **Captions state the motion** (``"a red disc moves left and up, fast"``), so frame 0 + caption determine the
   clip and the tiny model has one answer to learn. 10 % of captions are dropped (empty) so CFG works.
 * A curriculum: linear motion, one object first; then all motions and a distractor.
-* ``--world v2`` (issue 15): what the notebooks and evaluations ask for — one object in 80 % of clips, the moving
+* ``--world v2``: what the notebooks and evaluations ask for — one object in 80 % of clips, the moving
   motions (linear, circle) drawn twice as often, and the extra background kinds (vignette, value noise).
 * ``--init-from CKPT`` starts a new run from another run's EMA weights, grown without changing what the model
   computes (:func:`grow_state`) when ``--layers`` / ``--ffn`` ask for a bigger transformer.
@@ -77,7 +77,7 @@ class PretrainConfig:
     p_first_last: float = 0.25
     p_drop_caption: float = 0.1
     unknown_weight: float = 3.0
-    object_weight: float = 1.0  # generated cells an object covers weigh this much more (issue 15 lever; 1 = off)
+    object_weight: float = 1.0  # generated cells an object covers weigh this much more (1 = off; toy_v2 used 4)
     curriculum_until: float = 0.25  # fraction of steps with linear motion + one object only
     seed: int = 0
     checkpoint_minutes: float = 5.0

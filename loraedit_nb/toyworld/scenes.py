@@ -87,7 +87,7 @@ ALL_MOTIONS: tuple[str, ...] = (*BASE_MOTIONS, "occlusion")
 SPEEDS: tuple[str, ...] = ("slow", "fast")
 ROTATIONS: tuple[str, ...] = ("cw", "ccw")
 BG_KINDS: tuple[str, ...] = ("gradient", "sinusoid", "checker", "stripes")
-# Added for toy world v2 (issue 15): scenes a learner draws. Not in the default draw, so every seeded scene,
+# Added for toy world v2: scenes a learner draws. Not in the default draw, so every seeded scene,
 # case and notebook figure stays as it was; pretraining and held-out checks ask for ALL_BG_KINDS.
 EXTRA_BG_KINDS: tuple[str, ...] = ("vignette", "noise")
 ALL_BG_KINDS: tuple[str, ...] = (*BG_KINDS, *EXTRA_BG_KINDS)

@@ -1,16 +1,17 @@
-"""Issue 15: LoRA-Edit on toy scenes the project never generated.
+"""LoRA-Edit on toy scenes the project never generated.
 
 A new user's scenes, drawn here with *other rendering code* than ``loraedit_nb.toyworld`` (its own anti-aliased
 shapes, off-palette colours, its own backgrounds: smooth gradient, vignette, value noise, checkers; paths: straight,
-diagonal, bounce, circle; one static distractor), captioned in the toy vocabulary as a user would. Six cases: four
+diagonal, bounce, circle; one static distractor), captioned in the toy vocabulary as a user would. Seven cases: five
 recolours and two shape swaps; the shape swaps also give the edited last frame (the appearance regime's input).
 
 Every case runs through ``comparisons.run_variant`` with the README's defaults (``toy_config``), for each seed:
 naive LoRA, LoRA-Edit (motion) and, on the shape swaps, LoRA-Edit (motion + appearance) with the edited last frame
-trained on and also placed. Output: ``results/issue15_unseen.md`` (+ raw JSON).
+trained on and also placed. Output: ``results/unseen_scenes/results.json``
+(its table: ``comparison_by_kind.py``).
 
 Run (about 20 CPU-minutes per seed at one thread):
-    LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python scripts/probes/issue15_unseen.py --seeds 0,1 --workers 2
+    LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python experiments/unseen_scenes.py --seeds 0,1 --workers 2
 """
 from __future__ import annotations
 
@@ -183,7 +184,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", default="0")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--out", default="results/issue15_unseen")
+    p.add_argument("--out", default="results/unseen_scenes")
     p.add_argument("--preview", action="store_true", help="write the cases' source|GT strip and stop")
     a = p.parse_args()
     out = Path(a.out)

@@ -1,10 +1,10 @@
-"""Probe 4 (inference only): the LoRA-Edit 'motion' LoRA does not depend on the edit, so the seed-0 LoRA of each
+"""Inference only: the LoRA-Edit 'motion' LoRA does not depend on the edit, so the seed-0 LoRA of each
 recolour case is reused for every other target colour of the toyworld palette -- which edited colours carry through
-the clip? Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python scripts/probes/issue15_p4_colours.py"""
+the clip? Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python experiments/target_colours.py [TAG]
+(TAG: which cached LoRA, base_s0 from inference_levers.py or a lora_recipe_levers.py tag such as aug_mix)"""
 import sys
 
-sys.path.insert(0, "scripts/probes")
-from issue15_common import *  # noqa: F401,F403,E402
+from probe_common import *  # noqa: F401,F403,E402
 
 from loraedit_nb import masks as Mk  # noqa: E402
 from loraedit_nb.models import load_backbone  # noqa: E402
@@ -12,7 +12,7 @@ from loraedit_nb.toyworld import make_edit, render_scene, sample_scene  # noqa: 
 from loraedit_nb.toyworld.scenes import COLOUR_NAMES  # noqa: E402
 
 bb = load_backbone("toy")
-TAG = sys.argv[1] if len(sys.argv) > 1 else "base_s0"  # which cached LoRA (a P2 recipe tag)
+TAG = sys.argv[1] if len(sys.argv) > 1 else "base_s0"  # which cached LoRA (a lora_recipe_levers.py tag)
 rc, _ = cases_with_objects(3, "recolour")
 for i, base in enumerate(rc):
     lora = torch.load(lora_path(base, TAG), weights_only=False)

@@ -1,9 +1,10 @@
-"""Issue 15, probe 5: capacity and world v2 at equal CPU time (continue the shipped base vs a grown one).
+"""Held-out pretraining loss of toy backbones: can the base be moved at equal CPU time (continue the shipped base
+vs a grown one, on the v2 world)?
 
-    python scripts/probes/issue15_p5_capacity.py loss DIR [DIR ...]   # held-out loss of exported backbones
+    python experiments/base_heldout_loss.py loss DIR [DIR ...]   # held-out loss of exported backbones
 
 The arms themselves are ``python -m loraedit_nb.toyworld.pretrain --init-from ... --max-minutes M`` runs
-(commands in results/issue15_probes.md). The held-out loss is the pretraining loss (first frame given,
+(commands in results/toy_lever_probes.md). The held-out loss is the pretraining loss (first frame given,
 generated cells x3) on 96 fixed v2-world clips (seed 4321, never a training seed), at 8 fixed timesteps with
 fixed noise, split by the target's motion.
 """

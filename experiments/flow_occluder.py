@@ -1,6 +1,6 @@
-"""Issue 17: does flow propagation follow an occluder? IoU against the exact mask, plain vs robust propagation.
+"""Does flow propagation follow an occluder? IoU against the exact mask, plain vs robust propagation.
 
-    python scripts/probes/issue17_flow_occluder.py
+    python experiments/flow_occluder.py
 
 Clips: toy-world "occlusion" scenes (a static / pulsing / spinning target, a second object crossing in front of it;
 32 px upscaled x4 to 128 px so that flow has pixels to work with, 9 frames) and a hand-made clip at 128 px with a

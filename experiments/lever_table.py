@@ -1,7 +1,8 @@
-"""Aggregate the probes' JSON (in /tmp/issue15) into the report's table rows. Run after probes 1-2:
-python3 scripts/probes/issue15_table.py"""
+"""Aggregate the JSON of inference_levers.py and lora_recipe_levers.py (in their cache folder) into the table rows
+of results/toy_lever_probes.md. Run after those two: python3 experiments/lever_table.py"""
 import glob
 import json
+import os
 
 import numpy as np
 
@@ -15,7 +16,8 @@ def row(lever, setting, ms, secs, n):
             f"{sum(m['vanished'] for m in ms)}/{8 * len(ms)} | {secs} | {n} |")
 
 
-p1 = json.load(open("/tmp/issue15/p1.json"))
+CACHE = os.environ.get("LORAEDIT_PROBE_CACHE", "outputs/toy_lever_probes")  # as in probe_common.py
+p1 = json.load(open(f"{CACHE}/p1.json"))
 b = p1["baseline"]
 rec = [b[c] for c in ("00_recolour", "01_recolour", "02_recolour")]
 train = np.mean([r["cpu_s"] for r in rec])
@@ -28,7 +30,7 @@ for r in p1["levers"]:
 base = {c: p1["levers"][0]["per"][i * 4:(i + 1) * 4] for i, c in enumerate(("00_recolour", "01_recolour",
                                                                             "02_recolour"))}
 runs = {"base_s0": {c: (v, train) for c, v in base.items()}}
-for f in sorted(glob.glob("/tmp/issue15/p2_*.json")):
+for f in sorted(glob.glob(f"{CACHE}/p2_*.json")):
     d = json.load(open(f))
     for c in sorted({r["case"] for r in d["rows"]}):
         rows = [r for r in d["rows"] if r["case"] == c and r["mode"] == "plain"]

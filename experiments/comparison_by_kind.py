@@ -1,7 +1,7 @@
-"""Issue 15's targets read off comparison rows (``results.json`` of ``python -m loraedit_nb evaluate`` or of
-``issue15_unseen.py``): per case kind and variant, mean over cases per seed, then mean ± std over seeds.
+"""Comparison rows split by case kind (``results.json`` of ``python -m loraedit_nb evaluate`` or of
+``unseen_scenes.py``): per case kind and variant, mean over cases per seed, then mean ± std over seeds, and per case.
 
-    python scripts/probes/issue15_targets.py results/eval_toy/results.json [results/issue15_unseen/results.json]
+    python experiments/comparison_by_kind.py results/eval_toy/results.json [results/unseen_scenes/results.json]
 """
 import json
 import sys

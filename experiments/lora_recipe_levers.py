@@ -1,13 +1,13 @@
-"""Probe 2: LoRA recipe levers within the notebooks' budget (800 steps, batch 4), LoRA-Edit 'motion' recipe.
-Each LoRA is evaluated with plain inference (the paper's default) and with the per-step 'replace' lever, inference
-seeds 0-3. Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python scripts/probes/issue15_p2_recipe.py TAG [TAG..]
+"""LoRA recipe levers within the notebooks' budget (800 steps, batch 4), LoRA-Edit 'motion' recipe. Each tag
+changes the recorded recipe (toy_config with 'permute' colour augmentation) in one way; each LoRA is evaluated with
+plain inference (the paper's default) and with the per-step 'replace' lever, inference seeds 0-3.
+Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python experiments/lora_recipe_levers.py TAG [TAG..]
 with TAG in RECIPES below; cases: env CASES="0,1" (indices into toy_cases(3, kinds=("recolour",)))."""
 import json
 import sys
 import time
 
-sys.path.insert(0, "scripts/probes")
-from issue15_common import *  # noqa: F401,F403,E402
+from probe_common import *  # noqa: F401,F403,E402
 
 from loraedit_nb.models import load_backbone  # noqa: E402
 from loraedit_nb.training import toy_config  # noqa: E402
@@ -37,7 +37,7 @@ IDX = [int(i) for i in os.environ.get("CASES", "0,1").split(",")]  # which recol
 N_CASES = len(IDX)
 items = [list(zip(rc, rco))[i] for i in IDX]
 for tag in sys.argv[1:]:
-    cfg = toy_config(**{"seed": 0, **RECIPES[tag]})
+    cfg = toy_config(**{"seed": 0, **RECORDED_RECIPE, **RECIPES[tag]})
     res = {"tag": tag, "rows": []}
     for case, obj in items:
         t0 = time.process_time()
@@ -49,7 +49,7 @@ for tag in sys.argv[1:]:
                 res["rows"].append(dict(case=case.name, mode=mode, seed=s, train_cpu_s=tsec, infer_cpu_s=dt,
                                         final_loss=float(np.mean([h.get("loss", np.nan) for h in lora.history[-50:]])),
                                         **metrics(case, obj, v)))
-    json.dump(res, open(f"/tmp/issue15/p2_{tag}_c{''.join(map(str, IDX))}.json", "w"), default=float, indent=1)
+    json.dump(res, open(f"{CACHE}/p2_{tag}_c{''.join(map(str, IDX))}.json", "w"), default=float, indent=1)
     for mode in ("plain", "replace"):
         ms = [{k: r[k] for k in ("region", "near", "f0", "bg", "vanished", "colour_err")}
               for r in res["rows"] if r["mode"] == mode]

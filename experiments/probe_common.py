@@ -1,4 +1,5 @@
-"""Shared helpers for the issue-15 probes (toy backbone, LoRA-Edit recolour cases).
+"""Shared helpers for the toy-lever probes (toy backbone, LoRA-Edit recolour cases): inference_levers.py,
+lora_recipe_levers.py, lora_scale_and_colour_diagnosis.py, target_colours.py.
 
 Metrics (all on frames >= 1 unless stated):
   region  = evaluation.evaluate_edit(...)["gt_psnr_region"]  (PSNR vs ground truth inside case.mask, all frames)
@@ -34,7 +35,11 @@ from loraedit_nb.evaluation import evaluate_edit, psnr  # noqa: E402
 from loraedit_nb.inference import generate, use_lora  # noqa: E402
 from loraedit_nb.video import to_model  # noqa: E402
 
-CACHE = "/tmp/issue15"
+# trained LoRAs and raw JSON; outputs/ is git-ignored. The probes reuse a LoRA found here instead of training it.
+CACHE = os.environ.get("LORAEDIT_PROBE_CACHE", "outputs/toy_lever_probes")
+# the recorded tables (results/toy_lever_probes.md) were measured when the toy recipe's colour augmentation was
+# "permute"; toy_config() now defaults to "mix", so the probes pin the recorded recipe
+RECORDED_RECIPE = dict(colour_aug="permute")
 os.makedirs(CACHE, exist_ok=True)
 
 
@@ -66,7 +71,7 @@ def lora_path(case, tag):
 
 
 def get_lora(bb, case, tag, cfg):
-    """Train (or load from /tmp cache) the LoRA-Edit 'motion' LoRA with config ``cfg``."""
+    """Train (or load from CACHE) the LoRA-Edit 'motion' LoRA with config ``cfg``."""
     p = lora_path(case, tag)
     if os.path.exists(p):
         return torch.load(p, weights_only=False)

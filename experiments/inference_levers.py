@@ -1,12 +1,12 @@
-"""Probe 1: baseline (comparisons.run_variant 'motion', toy_config(seed=0)) on 3 recolour + 1 colour_shift case,
-then inference-only levers on the same LoRAs (replace trick, guidance, negative prompt, flow shift), inference seeds
-0-3. Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python scripts/probes/issue15_p1_baseline_inference.py"""
+"""Inference levers on fixed LoRAs: the baseline (comparisons.run_variant 'motion', toy_config(seed=0) with the
+recorded 'permute' colour augmentation) on 3 recolour + 1 colour_shift case, then inference-only levers on the same
+LoRAs (given latents re-imposed, guidance, negative prompt, flow shift), inference seeds 0-3. Saves the baseline
+LoRAs (tag base_s0) and p1.json in probe_common.CACHE for the other probes and lever_table.py.
+Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python experiments/inference_levers.py"""
 import json
-import sys
 import time
 
-sys.path.insert(0, "scripts/probes")
-from issue15_common import *  # noqa: F401,F403,E402
+from probe_common import *  # noqa: F401,F403,E402
 
 from loraedit_nb.models import load_backbone  # noqa: E402
 from loraedit_nb.training import toy_config  # noqa: E402
@@ -23,7 +23,7 @@ for g, items in groups.items():
         cache = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = C.run_variant(bb, case, "motion", toy_config(seed=0), seed=0, lora_cache=cache)
+            r = C.run_variant(bb, case, "motion", toy_config(seed=0, **RECORDED_RECIPE), seed=0, lora_cache=cache)
         secs = time.process_time() - t0
         lora = cache[(case.name, "motion")][0]
         lora.cpu_seconds = secs
@@ -63,4 +63,4 @@ for lever, setting, kw in SETTINGS:
                    infer_cpu_s_per_edit=secs / len(ms), per=ms)
         out["levers"].append(row)
         print(fmt_row(lever, setting + f" [{g}]", ms, secs / len(ms), row["n"]), flush=True)
-json.dump(out, open("/tmp/issue15/p1.json", "w"), default=float, indent=1)
+json.dump(out, open(f"{CACHE}/p1.json", "w"), default=float, indent=1)

@@ -1,12 +1,9 @@
-"""Probe 3 (inference only, LoRAs from probes 1-2 cached in /tmp/issue15): LoRA scale, the un-tuned base with
-LoRA-Edit's mask (what the base alone does), and what happens on the vanished case (colour inside the GT object:
-edited colour, source colour, or background?). Run:
-LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python scripts/probes/issue15_p3_diagnose.py"""
-import sys
-
-sys.path.insert(0, "scripts/probes")
-import issue15_common as IC  # noqa: E402
-from issue15_common import *  # noqa: F401,F403,E402
+"""Inference only, on the base_s0 LoRAs that inference_levers.py cached in probe_common.CACHE: LoRA scale, the
+un-tuned base with LoRA-Edit's mask (what the base alone does), and what happens on the vanished case (colour inside
+the GT object: edited colour, source colour, or background?). Run:
+LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python experiments/lora_scale_and_colour_diagnosis.py"""
+import probe_common as IC
+from probe_common import *  # noqa: F401,F403
 
 from loraedit_nb.models import load_backbone  # noqa: E402
 
