@@ -717,7 +717,7 @@ def _notes(fam, stats, clip, preset, stages, usable, k_train, k_edit, rank, batc
     return out
 
 
-# ----------------------------------------------------------------------------------------------- README table
+# ----------------------------------------------------------------------------------------------- every preset
 PRESET_TABLE_ROWS = (("Wan2.1-I2V-14B", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", ("16GB", "24GB", "48GB", "80GB+")),
                      ("HunyuanVideo-I2V", "hunyuan-i2v", ("24GB", "48GB", "80GB+")))
 _SHORT = {"text_encoder": "text encoder", "text_encoder_2": "CLIP-L", "image_encoder": "CLIP", "vae": "VAE"}
@@ -729,8 +729,8 @@ def _most_frames(backbone: str, preset: str, upto: int, height: int, width: int)
 
 
 def preset_table(height: int = 480, width: int = 832) -> str:
-    """The README's table of predicted peaks per backbone and preset (Markdown), made from :func:`plan`: a test
-    keeps the README equal to it (``python -m loraedit_nb plan --readme-table`` prints it)."""
+    """The table of predicted peaks per backbone and preset in ``docs/memory.md`` (Markdown), made from
+    :func:`plan`: a test keeps that page equal to it (``python -m loraedit_nb plan --preset-table`` prints it)."""
     lines = ["| backbone | preset | frames | caching | training (blocks swapped) | editing (swapped) | editing moves "
              "the transformer out for | host RAM | 81 frames fit? |", "|---|---|---|---|---|---|---|---|---|"]
     for label, name, presets in PRESET_TABLE_ROWS:
@@ -764,13 +764,13 @@ def add_parser(sub) -> None:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.add_argument("--readme-table", action="store_true",
-                   help="print the README's table of every backbone and preset at --height x --width instead")
+    p.add_argument("--preset-table", action="store_true",
+                   help="print the table (docs/memory.md) of every backbone and preset at --height x --width instead")
     p.set_defaults(func=_cmd_plan)
 
 
 def _cmd_plan(a) -> None:
-    if a.readme_table:
+    if a.preset_table:
         print(preset_table(a.height, a.width))
         return
     pl = plan(a.backbone, a.frames, a.height, a.width, a.memory_preset, rank=a.rank, batch_size=a.batch_size)

@@ -91,6 +91,17 @@ def notebook_to_markdown(executed: Path, docs: Path) -> Path:
     return md
 
 
+# The hand-written pages of docs/ (the notebooks' pages are generated beside them), listed first in docs/README.md
+GUIDES = (
+    ("python.md", "Python", "what LoRA-Edit feeds the model, training and editing, every knob"),
+    ("cli.md", "Command line", "train, edit, plan, first-frame, evaluate, bench from a shell"),
+    ("memory.md", "Cost and memory on the real model", "GPU tiers 16-80 GB, what each stage keeps where, the planner"),
+    ("backbones.md", "Which backbone", "Wan2.1, Wan2.2, HunyuanVideo: how each takes the mask and what it costs"),
+    ("results.md", "Results", "the paper's comparison on the toy world, every variant, where LoRA-Edit does not win"),
+    ("benchmarks.md", "Benchmarks", "time per step and memory of the toy and tiny models on a CPU"),
+)
+
+
 def build_site(docs: str | Path = ROOT / "docs", executed_dir: str | Path | None = None, *,
                run: bool | None = None) -> Path:
     """Execute the five notebooks (or reuse executed copies in ``executed_dir`` newer than their sources when
@@ -118,7 +129,9 @@ def build_site(docs: str | Path = ROOT / "docs", executed_dir: str | Path | None
         rows.append(f"| [{title}]({md.name}) | {f'{t:.0f} s' if t else '-'} |")
     index = docs / "README.md"
     index.write_text("\n".join([
-        "# The notebooks, executed", "",
+        "# Documentation", "", "Pages that go deeper than the top-level README:", "",
+        *(f"- [{title}]({name}): {what}" for name, title, what in GUIDES), "",
+        "## The notebooks, executed", "",
         "Each page is a notebook of `notebooks/` run top to bottom on the embedded toy backbone (CPU), with every",
         "figure and video (as GIF) in place. Made by `make site` on " + time.strftime("%Y-%m-%d") + "; the times are",
         "that run's wall times on a 2-core CPU.", "",

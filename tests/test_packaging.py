@@ -168,3 +168,14 @@ def test_every_repository_path_quoted_in_the_readmes_and_results_exists():
                 if path.rstrip(".,:;").rstrip("/") not in have:
                     missing.append(f"{page}: {path}")
     assert not missing, "paths a clone does not have:\n" + "\n".join(missing)
+
+
+def test_readme_fits_on_a_few_screens_and_indexes_the_guides():
+    """The README keeps the essentials; details live in docs/, whose index lists every guide page."""
+    from loraedit_nb.publish import GUIDES
+
+    root = Path(__file__).resolve().parent.parent
+    assert len((root / "README.md").read_text().splitlines()) <= 150
+    index = (root / "docs" / "README.md").read_text()
+    for name, _, _ in GUIDES:
+        assert (root / "docs" / name).exists() and f"]({name})" in index, name

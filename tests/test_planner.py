@@ -203,8 +203,8 @@ def test_wan22_families_are_planned_from_their_own_configs():
     assert planner.resolve(dict(load_backbone("tiny-wan22-a14b").transformer.config))[0].name == "wan22-a14b"
 
 
-def test_readme_memory_table_is_the_planners():
-    """The README's table of predicted peaks is generated (``plan --readme-table``), not typed: it must match."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert planner.preset_table() in readme, "README's memory table is stale: paste `python -m loraedit_nb plan " \
-                                             "--readme-table` over it"
+def test_the_memory_table_in_docs_is_the_planners():
+    """docs/memory.md's table of predicted peaks is generated (``plan --preset-table``), not typed: it must match."""
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "memory.md").read_text()
+    assert planner.preset_table() in readme, "docs/memory.md's table is stale: paste `python -m loraedit_nb plan " \
+                                             "--preset-table` over it"
