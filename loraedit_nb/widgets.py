@@ -29,14 +29,13 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import ipywidgets
 import numpy as np
 
 from . import masks as M
 from .video import check_video
-
-TOOLS = ("brush", "eraser", "box", "box eraser")
 
 
 # ----------------------------------------------------------------------------------------------- plain functions
@@ -199,20 +198,136 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-# ----------------------------------------------------------------------------------------------- the widget
+# ----------------------------------------------------------------------------------------------- the tools
+# A drag on the canvas is press -> move ... -> release. Each tool says what those three do; the painter only routes
+# mouse events to the tool chosen at the press. The mask changes go through the plain functions above.
+@dataclass
+class Drag:
+    """A press-drag-release in progress: the ``tool`` and frame ``t`` it started on (they stay fixed until the
+    release) and the pixel positions ``(x, y)`` it went through, the press first."""
+
+    tool: StrokeTool | BoxTool
+    t: int
+    points: list[tuple[float, float]]
+
+
+def _corners(a: tuple[float, float], b: tuple[float, float]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The pixel rectangle between positions ``a`` and ``b``: ``((x0, x1), (y0, y1))``, each pair sorted."""
+    return sorted((int(a[0]), int(b[0]))), sorted((int(a[1]), int(b[1])))
+
+
+@dataclass(frozen=True)
+class StrokeTool:
+    """Brush (``value=True``) or eraser (``False``): round dabs of radius ``size`` along the drag (:func:`paint`
+    on the press, :func:`stroke` for every move). The whole drag is one undo step."""
+
+    name: str
+    help: str  # the button's tooltip and the status line's hint
+    value: bool
+    verb: str  # past tense, for the status line
+
+    def press(self, painter: MaskPainter, drag: Drag) -> None:
+        x, y = drag.points[0]
+        painter._apply(paint(painter._mask, drag.t, x, y, painter.size.value, self.value),
+                       f"{self.verb} on frame {drag.t} at ({int(x)}, {int(y)})")
+
+    def move(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
+        # extend the stroke without a new undo entry: one drag = one undo step
+        painter._amend(stroke(painter._mask, drag.t, [drag.points[-1], p], painter.size.value, self.value))
+        drag.points.append(p)
+
+    def release(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
+        before = painter._undo_start()
+        if before is None:
+            return
+        n = int((before[drag.t] != painter._mask[drag.t]).sum())
+        painter._relabel(f"{self.verb} {n} px on frame {drag.t} (one stroke)")
+
+
+@dataclass(frozen=True)
+class BoxTool:
+    """Box (``value=True``) or box eraser (``False``): fill or clear the rectangle between the press and the
+    release (:func:`box`); while dragging, only its outline is drawn (on the tool layer). One undo step."""
+
+    name: str
+    help: str
+    value: bool
+    verb: str
+
+    def press(self, painter: MaskPainter, drag: Drag) -> None:
+        x, y = drag.points[0]
+        painter._say(f"box from ({int(x)}, {int(y)}) on frame {drag.t}: drag, then release")
+
+    def move(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
+        painter._draw_box_outline(drag.points[0], p)
+
+    def release(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
+        (xa, xb), (ya, yb) = _corners(drag.points[0], p)
+        painter._tool_layer.clear()
+        painter._apply(box(painter._mask, drag.t, xa, ya, xb, yb, self.value),
+                       f"{self.verb} the box x {xa}–{xb}, y {ya}–{yb} on frame {drag.t}")
+
+
+TOOL_TABLE: dict[str, StrokeTool | BoxTool] = {tool.name: tool for tool in (
+    StrokeTool("brush", "press and drag to paint the edit region", value=True, verb="painted"),
+    StrokeTool("eraser", "press and drag to erase", value=False, verb="erased"),
+    BoxTool("box", "drag a rectangle to fill it", value=True, verb="filled"),
+    BoxTool("box eraser", "drag a rectangle to clear it", value=False, verb="cleared"),
+)}
+"""Tool name (as on the painter's buttons) -> what a drag with it does."""
+TOOLS = tuple(TOOL_TABLE)
+
+
+# ----------------------------------------------------------------------------------------------- widget layout
 _CANVAS_CLASS = "loraedit-painter-canvas"
 # A style sheet carried by an (invisible) HTML widget, so it works wherever ipywidgets render (no JavaScript):
 # canvas pixels stay crisp squares when the browser zooms or draws at a device-pixel ratio above 1.
 _STYLE = (f"<style>.{_CANVAS_CLASS} {{ image-rendering: crisp-edges; image-rendering: pixelated; "
           "cursor: crosshair; }</style>")
-_TOOL_HELP = {
-    "brush": "press and drag to paint the edit region",
-    "eraser": "press and drag to erase",
-    "box": "drag a rectangle to fill it",
-    "box eraser": "drag a rectangle to clear it",
-}
+_LABEL = {"description_width": "40px"}
 
 
+def _fixed_canvas(width: int, height: int):
+    """A 2-layer ``MultiCanvas`` (image, tool outline) of ``width x height`` canvas pixels.
+
+    Its CSS size is fixed to that same size: the VBox must not stretch it to the cell's width (a stretched canvas
+    can be taller than the screen, and the focus ipycanvas takes on a press then scrolls the page)."""
+    from ipycanvas import MultiCanvas
+
+    w, h = f"{width}px", f"{height}px"
+    canvas = MultiCanvas(2, width=width, height=height,
+                         layout=ipywidgets.Layout(width=w, height=h, min_width=w, min_height=h, flex="0 0 auto"))
+    canvas.add_class(_CANVAS_CLASS)
+    return canvas
+
+
+def _tool_buttons() -> ipywidgets.ToggleButtons:
+    """One toggle button per entry of :data:`TOOL_TABLE`, "brush" selected."""
+    return ipywidgets.ToggleButtons(
+        options=TOOLS, value="brush", description="tool", tooltips=[TOOL_TABLE[k].help for k in TOOLS],
+        style={"button_width": "96px", **_LABEL},
+        # a flex row: ipywidgets 8 would put the "tool" label on a line of its own
+        layout=ipywidgets.Layout(display="flex", flex_flow="row", align_items="center", width="auto",
+                                 flex="0 0 auto"))
+
+
+def _slider(description: str, value: int, maximum: int, **kw) -> ipywidgets.IntSlider:
+    return ipywidgets.IntSlider(value=value, min=0, max=maximum, description=description, style=_LABEL,
+                                layout=ipywidgets.Layout(width="260px"), **kw)
+
+
+def _button(description: str, icon: str, tooltip: str) -> ipywidgets.Button:
+    # as wide as the label: nothing cut off
+    return ipywidgets.Button(description=description, icon=icon, tooltip=tooltip,
+                             layout=ipywidgets.Layout(width="auto"))
+
+
+def _row(*children: ipywidgets.Widget) -> ipywidgets.HBox:
+    return ipywidgets.HBox(list(children), layout=ipywidgets.Layout(flex_flow="row wrap", align_items="center",
+                                                                     width="auto"))
+
+
+# ----------------------------------------------------------------------------------------------- the widget
 class MaskPainter(ipywidgets.VBox):
     """Paint a spatiotemporal edit mask over a video, frame by frame.
 
@@ -223,7 +338,7 @@ class MaskPainter(ipywidgets.VBox):
     Tools: **brush** / **eraser** (round, ``size`` = radius in video pixels), **box** / **box eraser** (drag a
     rectangle), a frame slider, **propagate** (carry the shown frame's mask to every other frame with optical
     flow), **dilate** (grow by 1 px on every frame), **clear frame**, **undo**. The red tint is the edit region.
-    The status line says what the last action changed.
+    The status line says what the last action changed. What each tool does to a drag: :data:`TOOL_TABLE`.
 
     The canvas has a fixed size: by default the long side is at most 512 screen pixels (:func:`default_scale`;
     tiny clips are zoomed by a whole factor, large frames shrunk), so the frame and the tools fit on one screen.
@@ -244,10 +359,6 @@ class MaskPainter(ipywidgets.VBox):
 
     def __init__(self, video: np.ndarray, mask: np.ndarray | None = None, *, scale: float | None = None,
                  brush_size: int = 2, max_undo: int = 30, name: str | None = None):
-        from ipycanvas import MultiCanvas
-
-        W = ipywidgets
-
         video = check_video(video)
         T, H, Wd = video.shape[:3]
         self.video = video
@@ -257,45 +368,40 @@ class MaskPainter(ipywidgets.VBox):
         if not float(self.scale) > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         self.canvas_width, self.canvas_height = canvas_size(H, Wd, self.scale)
-        self._undo: list[tuple[np.ndarray, str]] = []
+        self._undo: list[tuple[np.ndarray, str]] = []  # (mask before the action, what the action did)
         self._max_undo = max(1, int(max_undo))
-        self._drag: list[tuple[float, float]] | None = None
-        self._box_start: tuple[float, float] | None = None
-        self._message = "ready: " + _TOOL_HELP["brush"]
+        self._drag: Drag | None = None
+        self._message = "ready: " + TOOL_TABLE["brush"].help
 
-        cw, ch = self.canvas_width, self.canvas_height
-        # Fixed CSS size = the canvas' own pixel size: the VBox must not stretch it to the cell's width (a stretched
-        # canvas can be taller than the screen, and the focus ipycanvas takes on a press then scrolls the page).
-        self.canvas = MultiCanvas(2, width=cw, height=ch,
-                                  layout=W.Layout(width=f"{cw}px", height=f"{ch}px", min_width=f"{cw}px",
-                                                  min_height=f"{ch}px", flex="0 0 auto"))
-        self.canvas.add_class(_CANVAS_CLASS)
+        self._make_controls(T, max(H, Wd), brush_size)
+        self._connect()
+        controls = ipywidgets.VBox([
+            _row(self.tool, self.size),
+            _row(self.frame, self.propagate_button, self.dilate_button, self.clear_button, self.undo_button),
+            self.status,
+        ])
+        super().__init__([self._style, controls, self.canvas], layout=ipywidgets.Layout(align_items="flex-start"))
+        self.redraw()
+
+    def _make_controls(self, frames: int, long_side: int, brush_size: int) -> None:
+        """The canvas and every control, as attributes (their arrangement is in ``__init__``)."""
+        self.canvas = _fixed_canvas(self.canvas_width, self.canvas_height)
         self._image_layer, self._tool_layer = self.canvas[0], self.canvas[1]
-        self.tool = W.ToggleButtons(options=TOOLS, value="brush", description="tool",
-                                    tooltips=[_TOOL_HELP[k] for k in TOOLS],
-                                    style={"button_width": "96px", "description_width": "40px"},
-                                    # a flex row: ipywidgets 8 would put the "tool" label on a line of its own
-                                    layout=W.Layout(display="flex", flex_flow="row", align_items="center",
-                                                    width="auto", flex="0 0 auto"))
-        self.size = W.IntSlider(value=int(brush_size), min=0, max=max(1, max(H, Wd) // 4), description="size",
-                                tooltip="brush and eraser radius, in video pixels",
-                                style={"description_width": "40px"}, layout=W.Layout(width="260px"))
-        self.frame = W.IntSlider(value=0, min=0, max=T - 1, description="frame", continuous_update=True,
-                                 style={"description_width": "40px"}, layout=W.Layout(width="260px"))
-        def auto():
-            return W.Layout(width="auto")  # as wide as the label: nothing cut off
+        self.tool = _tool_buttons()
+        self.size = _slider("size", int(brush_size), max(1, long_side // 4),
+                            tooltip="brush and eraser radius, in video pixels")
+        self.frame = _slider("frame", 0, frames - 1, continuous_update=True)
+        self.propagate_button = _button("propagate", "forward",
+                                        "propagate through time: carry this frame's mask to every other frame "
+                                        "with optical flow (forwards and backwards)")
+        self.dilate_button = _button("dilate", "expand", "grow the mask of every frame by 1 px")
+        self.clear_button = _button("clear frame", "eraser", "empty this frame's mask")
+        self.undo_button = _button("undo", "undo", "undo the last action")
+        self.status = ipywidgets.HTML(layout=ipywidgets.Layout(width="auto"))
+        self._style = ipywidgets.HTML(_STYLE, layout=ipywidgets.Layout(display="none"))
 
-        self.propagate_button = W.Button(description="propagate", icon="forward", layout=auto(),
-                                         tooltip="propagate through time: carry this frame's mask to every other "
-                                                 "frame with optical flow (forwards and backwards)")
-        self.dilate_button = W.Button(description="dilate", icon="expand", layout=auto(),
-                                      tooltip="grow the mask of every frame by 1 px")
-        self.clear_button = W.Button(description="clear frame", icon="eraser", layout=auto(),
-                                     tooltip="empty this frame's mask")
-        self.undo_button = W.Button(description="undo", icon="undo", layout=auto(), tooltip="undo the last action")
-        self.status = W.HTML(layout=W.Layout(width="auto"))
-        self._style = W.HTML(_STYLE, layout=W.Layout(display="none"))
-
+    def _connect(self) -> None:
+        """Route control changes, button clicks and canvas events to the painter's methods."""
         self.frame.observe(self._on_frame, names="value")
         self.tool.observe(self._on_tool, names="value")
         self.size.observe(self._on_size, names="value")
@@ -310,17 +416,7 @@ class MaskPainter(ipywidgets.VBox):
         self.canvas.on_key_down(self.on_key_down)
         self.canvas.on_client_ready(self.redraw)  # draw again once a front-end shows the canvas
 
-        row = W.Layout(flex_flow="row wrap", align_items="center", width="auto")
-        controls = W.VBox([
-            W.HBox([self.tool, self.size], layout=row),
-            W.HBox([self.frame, self.propagate_button, self.dilate_button, self.clear_button, self.undo_button],
-                   layout=row),
-            self.status,
-        ])
-        super().__init__([self._style, controls, self.canvas], layout=W.Layout(align_items="flex-start"))
-        self.redraw()
-
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ state and undo
     @property
     def mask(self) -> np.ndarray:
         """The painted mask: a copy, bool ``(T, H, W)``, True = edit."""
@@ -338,6 +434,20 @@ class MaskPainter(ipywidgets.VBox):
         self._message = label
         self.redraw()
 
+    def _amend(self, new: np.ndarray) -> None:
+        """Make ``new`` the mask as part of the last undo step (a stroke growing)."""
+        self._mask = new
+        self.redraw()
+
+    def _undo_start(self) -> np.ndarray | None:
+        """The mask before the last undo step (None when there is none)."""
+        return self._undo[-1][0] if self._undo else None
+
+    def _relabel(self, label: str) -> None:
+        """Rename the last undo step (once a stroke is finished and its size known) and say so."""
+        self._undo[-1] = (self._undo[-1][0], label)
+        self._say(label)
+
     def _say(self, message: str) -> None:
         self._message = message
         self._update_status()
@@ -351,7 +461,7 @@ class MaskPainter(ipywidgets.VBox):
         self._message = f"undid: {label}"
         self.redraw()
 
-    # ------------------------------------------------------------------ actions (each one plain function)
+    # ------------------------------------------------------------------ buttons (each one plain function)
     def propagate(self) -> None:
         t = self.frame.value
         if not self._mask[t].any():
@@ -380,58 +490,28 @@ class MaskPainter(ipywidgets.VBox):
         self.redraw()
 
     def _on_tool(self, change) -> None:
-        self._say(f"tool: {change['new']} — {_TOOL_HELP[change['new']]}")
+        self._say(f"tool: {change['new']} — {TOOL_TABLE[change['new']].help}")
 
     def _on_size(self, change) -> None:
         self._say(f"brush and eraser radius: {change['new']} px")
 
-    # ------------------------------------------------------------------ mouse and keyboard
+    # ------------------------------------------------------------------ mouse and keyboard: routed to the tool
     def _pixel(self, cx: float, cy: float) -> tuple[float, float]:
         _, H, Wd = self._mask.shape
         return canvas_to_pixel(cx, cy, (self.canvas_width / Wd, self.canvas_height / H), H, Wd)
 
     def on_mouse_down(self, cx: float, cy: float) -> None:
-        p = self._pixel(cx, cy)
-        t = self.frame.value
-        if self.tool.value in ("brush", "eraser"):
-            self._drag = [p]
-            verb = "painted" if self.tool.value == "brush" else "erased"
-            self._apply(paint(self._mask, t, *p, self.size.value, self.tool.value == "brush"),
-                        f"{verb} on frame {t} at ({int(p[0])}, {int(p[1])})")
-        else:
-            self._box_start = p
-            self._say(f"box from ({int(p[0])}, {int(p[1])}) on frame {t}: drag, then release")
+        self._drag = Drag(TOOL_TABLE[self.tool.value], self.frame.value, [self._pixel(cx, cy)])
+        self._drag.tool.press(self, self._drag)
 
     def on_mouse_move(self, cx: float, cy: float) -> None:
-        p = self._pixel(cx, cy)
         if self._drag is not None:
-            # extend the stroke without a new undo entry: one drag = one undo step
-            self._mask = stroke(self._mask, self.frame.value, [self._drag[-1], p], self.size.value,
-                                self.tool.value == "brush")
-            self._drag.append(p)
-            self.redraw()
-        elif self._box_start is not None:
-            self._draw_box_outline(self._box_start, p)
+            self._drag.tool.move(self, self._drag, self._pixel(cx, cy))
 
     def on_mouse_up(self, cx: float, cy: float) -> None:
-        t = self.frame.value
-        if self._box_start is not None:
-            p = self._pixel(cx, cy)
-            (xa, xb), (ya, yb) = (sorted((int(self._box_start[0]), int(p[0]))),
-                                  sorted((int(self._box_start[1]), int(p[1]))))
-            verb = "filled" if self.tool.value == "box" else "cleared"
-            self._box_start = None
-            self._tool_layer.clear()
-            self._apply(box(self._mask, t, xa, ya, xb, yb, self.tool.value == "box"),
-                        f"{verb} the box x {xa}–{xb}, y {ya}–{yb} on frame {t}")
-        elif self._drag is not None and self._undo:
-            before, _ = self._undo[-1]
-            n = int((before[t] != self._mask[t]).sum())
-            verb = "painted" if self.tool.value == "brush" else "erased"
-            label = f"{verb} {n} px on frame {t} (one stroke)"
-            self._undo[-1] = (before, label)
-            self._say(label)
-        self._drag = None
+        drag, self._drag = self._drag, None
+        if drag is not None:
+            drag.tool.release(self, drag, self._pixel(cx, cy))
 
     def on_mouse_out(self, cx: float, cy: float) -> None:
         """The pointer left the canvas: finish the drag there, and give the keyboard back to the page."""
@@ -446,8 +526,7 @@ class MaskPainter(ipywidgets.VBox):
     def _draw_box_outline(self, a: tuple[float, float], b: tuple[float, float]) -> None:
         _, H, Wd = self._mask.shape
         sx, sy = self.canvas_width / Wd, self.canvas_height / H
-        x0, x1 = sorted((int(a[0]), int(b[0])))
-        y0, y1 = sorted((int(a[1]), int(b[1])))
+        (x0, x1), (y0, y1) = _corners(a, b)
         layer = self._tool_layer
         layer.clear()
         layer.stroke_style = "#ffff00"
@@ -518,4 +597,5 @@ def for_static_page(nb):
 
 
 __all__ = ["MaskPainter", "for_static_page", "paint", "stroke", "box", "propagate", "dilate", "clear",
-           "canvas_to_pixel", "canvas_size", "preview_frame", "png_bytes", "default_scale", "TOOLS", "WIDGET_VIEW"]
+           "canvas_to_pixel", "canvas_size", "preview_frame", "png_bytes", "default_scale", "TOOLS", "TOOL_TABLE",
+           "StrokeTool", "BoxTool", "Drag", "WIDGET_VIEW"]
