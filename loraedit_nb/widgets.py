@@ -13,9 +13,11 @@ headless, so a mask painted by hand can always be re-made in code:
 * :func:`clear` — empty one frame or the whole mask.
 
 Every function returns a **new** array (the input is never modified), which is what makes the widget's undo a
-simple stack. The canvas is at most 512 px on its long side (:func:`default_scale`): tiny toy-world clips (32x32)
-are zoomed by a whole factor, large frames shrunk; mouse positions are mapped back to pixels with
-:func:`canvas_to_pixel`.
+simple stack. The widget's tools (:data:`TOOL_TABLE`) say what a press, a drag and a release do with them:
+:class:`StrokeTool` (brush, eraser) and :class:`BoxTool` (box, box eraser).
+
+The canvas is at most 512 px on its long side (:func:`default_scale`): tiny toy-world clips (32x32) are zoomed by
+a whole factor, large frames shrunk; mouse positions are mapped back to pixels with :func:`canvas_to_pixel`.
 
 On front-ends without custom widgets (GitHub's viewer, nbconvert's Markdown, some IDEs) the painter shows a still
 picture instead (the frame on screen with its mask, as ``image/png``; :func:`for_static_page` makes nbconvert's
@@ -247,7 +249,7 @@ class StrokeTool:
 @dataclass(frozen=True)
 class BoxTool:
     """Box (``value=True``) or box eraser (``False``): fill or clear the rectangle between the press and the
-    release (:func:`box`); while dragging, only its outline is drawn (on the tool layer). One undo step."""
+    release (:func:`box`); while dragging, only its outline is drawn. One undo step."""
 
     name: str
     help: str
@@ -259,7 +261,15 @@ class BoxTool:
         painter._say(f"box from ({int(x)}, {int(y)}) on frame {drag.t}: drag, then release")
 
     def move(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
-        painter._draw_box_outline(drag.points[0], p)
+        # a yellow outline over whole pixels, on the tool layer: the image (and the mask) stay as they are
+        _, H, W = painter._mask.shape
+        sx, sy = painter.canvas_width / W, painter.canvas_height / H
+        (x0, x1), (y0, y1) = _corners(drag.points[0], p)
+        layer = painter._tool_layer
+        layer.clear()
+        layer.stroke_style = "#ffff00"
+        layer.line_width = 2
+        layer.stroke_rect(x0 * sx, y0 * sy, (x1 - x0 + 1) * sx, (y1 - y0 + 1) * sy)
 
     def release(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
         (xa, xb), (ya, yb) = _corners(drag.points[0], p)
@@ -523,16 +533,6 @@ class MaskPainter(ipywidgets.VBox):
             self.canvas.blur()
 
     # ------------------------------------------------------------------ drawing
-    def _draw_box_outline(self, a: tuple[float, float], b: tuple[float, float]) -> None:
-        _, H, Wd = self._mask.shape
-        sx, sy = self.canvas_width / Wd, self.canvas_height / H
-        (x0, x1), (y0, y1) = _corners(a, b)
-        layer = self._tool_layer
-        layer.clear()
-        layer.stroke_style = "#ffff00"
-        layer.line_width = 2
-        layer.stroke_rect(x0 * sx, y0 * sy, (x1 - x0 + 1) * sx, (y1 - y0 + 1) * sy)
-
     def preview(self) -> np.ndarray:
         """What the canvas shows: the current frame with its mask, uint8 ``(canvas_height, canvas_width, 3)``."""
         t = self.frame.value

@@ -288,3 +288,23 @@ def test_static_pages_show_the_still_picture():
     png = p._repr_mimebundle_()["image/png"][:40]
     assert png in html_no_state and png in html_static and png not in html_state
     assert Wg.WIDGET_VIEW in nb.cells[0].outputs[0].data  # the original is left as it was
+
+
+def test_tool_buttons_come_from_the_tool_table():
+    p, *_ = _painter()
+    assert p.tool.options == Wg.TOOLS == tuple(Wg.TOOL_TABLE)
+    assert list(p.tool.tooltips) == [Wg.TOOL_TABLE[k].help for k in Wg.TOOLS]
+    kinds = {k: (type(t), t.value) for k, t in Wg.TOOL_TABLE.items()}
+    assert kinds == {"brush": (Wg.StrokeTool, True), "eraser": (Wg.StrokeTool, False),
+                     "box": (Wg.BoxTool, True), "box eraser": (Wg.BoxTool, False)}
+
+
+def test_a_drag_keeps_the_tool_and_frame_it_started_on():
+    p, *_ = _painter()
+    s = p.scale
+    p.frame.value, p.tool.value = 3, "box"
+    p.on_mouse_down(1 * s, 1 * s)
+    p.tool.value, p.frame.value = "eraser", 4  # changed from code mid-drag: the box still lands on frame 3
+    p.on_mouse_up(3 * s, 3 * s)
+    assert p.mask[3, 1:4, 1:4].all() and p.mask[3].sum() == 9 and not p.mask[4].any()
+    assert "filled the box x 1–3, y 1–3 on frame 3" in p.status.value
