@@ -48,7 +48,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,17 @@ from ..conditioning import condition_video, decode, encode, i2v_edit_mask, keep_
 from ..exploration import psnr
 from ..masks import dilate
 from ..viz import frames_strip, upscale
-from .scenes import COLOURS, DIRECTIONS, SceneSpec, caption, make_edit, render_batch, sample_scene
+from .scenes import (
+    COLOURS,
+    DIRECTIONS,
+    Edit,
+    ObjectSpec,
+    SceneSpec,
+    caption,
+    make_edit,
+    render_batch,
+    sample_scene,
+)
 
 TRAINED_MOTIONS: tuple[str, ...] = ("static", "linear", "circle", "pulse", "spin")
 """The target motions the base was pretrained on (order = the cycle 1-object scenes follow)."""
@@ -260,10 +270,69 @@ def evaluate_base(backbone: str | os.PathLike | Backbone = "toy", n_scenes: int 
         torch.set_num_threads(before)
 
 
-def _evaluate(backbone: str | os.PathLike | Backbone, n_scenes: int, seed: int, steps: int | None,
-              n_two_objects: int | None, batch: int, tol: float, out: str | os.PathLike | None,
-              n_examples: int) -> dict:
-    t_start = time.perf_counter()
+@dataclass
+class _Setup:
+    """What every step needs: the backbone, the clip size and sampler settings (from ``backbone.defaults``) and
+    the batched generator that runs all the clips."""
+
+    bb: Backbone
+    name: str  # as reported: the name / folder given, or the Backbone's own name
+    checkpoint: dict | None
+    size: int  # toy scenes are square: H = W = size
+    frames: int
+    steps: int
+    guidance: float
+    flow_shift: float | None
+    tol: float
+    run: BatchedGenerator
+
+
+@dataclass
+class _Scenes:
+    """The held-out scenes. 1-object: ``specs``, rendered ``videos`` float ``(n, T, H, W, 3)`` in [0, 1] and the
+    target's ``masks`` bool ``(n, T, H, W)``; 2-object: ``specs2`` (rendered in their own step). ``seeds`` and
+    ``noise`` cover both sets (1-object first), one noise seed per scene, shared by all the scene's runs."""
+
+    seeds: list[int]
+    motions: list[str]
+    specs: list[SceneSpec]
+    specs2: list[SceneSpec]
+    videos: np.ndarray
+    masks: np.ndarray
+    captions: list[str]
+    noise: list[int]
+
+    def i2v_masks(self, last_frame: bool = False) -> np.ndarray:
+        """The I2V generation mask (True = generate) of every 1-object scene, bool ``(n, T, H, W)``: all frames
+        but frame 0 (and, with ``last_frame``, the last one)."""
+        n, T, H, W = self.masks.shape
+        return np.broadcast_to(i2v_edit_mask(T, H, W, last_frame=last_frame), (n, T, H, W))
+
+
+@dataclass
+class _SpatialMask:
+    """Step 4's outputs: the recolour ``edits`` (one per 1-object scene), the spatial-mask clips and the plain-I2V
+    clips from the edited first frame (each ``(n, T, H, W, 3)`` in [0, 1]) and one metric row per scene."""
+
+    edits: list[Edit]
+    spatial: np.ndarray
+    plain: np.ndarray
+    rows: list[dict]
+
+
+@dataclass
+class _Prompt:
+    """Step 5's outputs: the indices ``lin`` of the linear scenes, their clips generated with the reversed caption
+    (``(len(lin), T, H, W, 3)`` in [0, 1], None without linear scenes) and one metric row per linear scene."""
+
+    lin: list[int]
+    reversed: np.ndarray | None
+    rows: list[dict]
+
+
+def _set_up(backbone: str | os.PathLike | Backbone, seed: int, steps: int | None, tol: float, batch: int
+            ) -> _Setup:
+    """Load the backbone and read its clip size and sampler settings; refuse a seed it was pretrained with."""
     bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone)
     name = bb.name if isinstance(backbone, Backbone) else str(backbone)
     ckpt = _checkpoint_info(backbone)
@@ -275,138 +344,215 @@ def _evaluate(backbone: str | os.PathLike | Backbone, n_scenes: int, seed: int, 
         raise ValueError(f"toy scenes are square; the backbone's defaults ask for {H}x{W}")
     steps = int(steps or d.get("steps", 20))
     guidance, flow_shift = float(d.get("guidance", 1.0)), d.get("flow_shift")
-    n_two = n_scenes // 4 if n_two_objects is None else int(n_two_objects)
     run = BatchedGenerator(bb, steps=steps, guidance=guidance, flow_shift=flow_shift, batch=batch)
+    return _Setup(bb, name, ckpt, H, T, steps, guidance, flow_shift, tol, run)
 
-    # held-out scenes ----------------------------------------------------------------------------------------
+
+def _held_out_scenes(seed: int, n_scenes: int, n_two: int, size: int, frames: int) -> _Scenes:
+    """``n_scenes`` 1-object scenes (motions cycling through :data:`TRAINED_MOTIONS`), rendered, and ``n_two``
+    2-object specs, all from :func:`held_out_seeds`."""
     seeds = held_out_seeds(seed, n_scenes + n_two)
     motions = [TRAINED_MOTIONS[i % len(TRAINED_MOTIONS)] for i in range(n_scenes)]
     specs = [sample_scene(s, n_objects=1, motions=(m,)) for s, m in zip(seeds, motions, strict=False)]
     specs2 = [sample_scene(s, n_objects=2, motions=TRAINED_MOTIONS) for s in seeds[n_scenes:]]
-    videos, masks = render_batch(specs, size=H, frames=T)
-    caps = [caption(s) for s in specs]
-    noise = [s % 2**32 for s in seeds]  # one noise seed per scene, shared by all its runs
-    firsts = videos[:, 0]
-    i2v = np.broadcast_to(i2v_edit_mask(T, H, W), (n_scenes, T, H, W))
-    flf = np.broadcast_to(i2v_edit_mask(T, H, W, last_frame=True), (n_scenes, T, H, W))
-    gen = slice(1, None)
+    videos, masks = render_batch(specs, size=size, frames=frames)
+    return _Scenes(seeds, motions, specs, specs2, videos, masks, [caption(s) for s in specs],
+                   noise=[s % 2**32 for s in seeds])
 
-    # 1. VAE reconstruction ------------------------------------------------------------------------------------
+
+def _vae_reconstruction(vae, videos: np.ndarray) -> tuple[list[float], dict]:
+    """Step 1: encode -> decode ``videos`` ``(n, T, H, W, 3)`` in [0, 1]. Returns the per-clip PSNRs (dB) and
+    their summary (mean / min PSNR, max abs error, clips exact and exact at 8 bits)."""
     x = torch.from_numpy(videos).permute(0, 4, 1, 2, 3) * 2 - 1
-    rec = ((decode(bb.vae, encode(bb.vae, x)) + 1) / 2).permute(0, 2, 3, 4, 1).numpy()
+    rec = ((decode(vae, encode(vae, x)) + 1) / 2).permute(0, 2, 3, 4, 1).numpy()
     vae_psnr = [psnr(r, v) for r, v in zip(rec, videos, strict=True)]
-    err = np.abs(rec - videos).reshape(n_scenes, -1).max(1)
-    m_vae = {"n": n_scenes, "psnr_mean": float(np.mean(vae_psnr)), "psnr_min": float(np.min(vae_psnr)),
-             "max_abs_err": float(err.max()), "exact_clips": int((err == 0).sum()),
-             "clips_8bit_exact": int((err < 0.5 / 255).sum())}
+    err = np.abs(rec - videos).reshape(len(videos), -1).max(1)
+    return vae_psnr, {"n": len(videos), "psnr_mean": float(np.mean(vae_psnr)), "psnr_min": float(np.min(vae_psnr)),
+                      "max_abs_err": float(err.max()), "exact_clips": int((err == 0).sum()),
+                      "clips_8bit_exact": int((err < 0.5 / 255).sum())}
 
-    # 2. I2V, 3. first + last -----------------------------------------------------------------------------------
-    out_i2v = run(videos, i2v, firsts, caps, noise)
-    rows_i2v = _i2v_stats(out_i2v, videos, masks, specs, gen, [0], tol)
-    out_flf = run(videos, flf, firsts, caps, noise)
-    rows_flf = _i2v_stats(out_flf, videos, masks, specs, slice(1, T - 1), [0, T - 1], tol)
-    rows_two: list[dict] = []
-    if n_two:
-        videos2, masks2 = render_batch(specs2, size=H, frames=T)
-        out_two = run(videos2, np.broadcast_to(i2v[:1], (n_two, T, H, W)), videos2[:, 0],
-                      [caption(s) for s in specs2], noise[n_scenes:])
-        rows_two = _i2v_stats(out_two, videos2, masks2, specs2, gen, [0], tol)
 
-    # 4. spatial mask with a recoloured first frame, vs plain I2V from it ---------------------------------------
-    edits = [make_edit(s, "recolour", size=H, frames=T) for s in specs]
+def _i2v(s: _Setup, sc: _Scenes, last_frame: bool = False) -> tuple[np.ndarray, list[dict]]:
+    """Steps 2 and 3: I2V from the first frame (and, with ``last_frame``, the last one) of every 1-object scene.
+    Returns the clips ``(n, T, H, W, 3)`` in [0, 1] and their :func:`_i2v_stats` rows (generated frames only)."""
+    T = s.frames
+    frames, given = (slice(1, T - 1), [0, T - 1]) if last_frame else (slice(1, None), [0])
+    out = s.run(sc.videos, sc.i2v_masks(last_frame), sc.videos[:, 0], sc.captions, sc.noise)
+    return out, _i2v_stats(out, sc.videos, sc.masks, sc.specs, frames, given, s.tol)
+
+
+def _two_objects(s: _Setup, sc: _Scenes) -> list[dict]:
+    """Step 2 on the 2-object scenes (target + a distractor): their :func:`_i2v_stats` rows (none without any)."""
+    n_two = len(sc.specs2)
+    if not n_two:
+        return []
+    T, H = s.frames, s.size
+    videos, masks = render_batch(sc.specs2, size=H, frames=T)
+    out = s.run(videos, np.broadcast_to(sc.i2v_masks()[:1], (n_two, T, H, H)), videos[:, 0],
+                [caption(spec) for spec in sc.specs2], sc.noise[len(sc.specs):])
+    return _i2v_stats(out, videos, masks, sc.specs2, slice(1, None), [0], s.tol)
+
+
+def _spatial_mask(s: _Setup, sc: _Scenes) -> _SpatialMask:
+    """Step 4: generate the (dilated) object region of frames >= 1 from a recoloured first frame and the edit's
+    caption, the rest given; compare with plain I2V from the same edited frame."""
+    edits = [make_edit(spec, "recolour", size=s.size, frames=s.frames) for spec in sc.specs]
     regions = np.stack([dilate(e.mask, 1) for e in edits])
     regions[:, 0] = False
     edited_first = np.stack([e.edited_frames[0] for e in edits])
     edit_caps = [e.caption for e in edits]
-    out_sp = run(videos, regions, edited_first, edit_caps, noise)
-    out_pl = run(videos, i2v, edited_first, edit_caps, noise)
-    rows_sp = []
-    for i, e in enumerate(edits):
-        r: dict[str, float] = {}
-        keep_px, reg = ~regions[i][gen], regions[i][gen]
-        old, new = specs[i].objects[0], e.spec.objects[0]
-        for sfx, o in (("", out_sp[i]), ("_plain_i2v", out_pl[i])):
-            r["psnr_keep" + sfx] = psnr(o[gen], videos[i][gen], keep_px)
-            r["psnr_region_vs_gt" + sfx] = psnr(o[gen], e.video[gen], reg)
-            r["new_colour" + sfx] = object_fraction(o[gen], e.video[gen], e.mask[gen], _solid_colour(new), tol)
-            r["old_colour" + sfx] = object_fraction(o[gen], videos[i][gen], masks[i][gen], _solid_colour(old), tol)
-        rows_sp.append(r)
+    spatial = s.run(sc.videos, regions, edited_first, edit_caps, sc.noise)
+    plain = s.run(sc.videos, sc.i2v_masks(), edited_first, edit_caps, sc.noise)
+    rows = [_spatial_mask_row(spatial[i], plain[i], sc.videos[i], sc.masks[i], regions[i], sc.specs[i], e, s.tol)
+            for i, e in enumerate(edits)]
+    return _SpatialMask(edits, spatial, plain, rows)
 
-    # 5. prompt use: the direction word reversed ---------------------------------------------------------------
-    lin = [i for i, s in enumerate(specs) if s.objects[0].motion == "linear"]
-    rows_pr = []
-    if lin:
-        rev_specs = [reverse_direction(specs[i]) for i in lin]
-        rev_videos, _ = render_batch(rev_specs, size=H, frames=T)
-        out_rev = run(videos[lin], i2v[: len(lin)], firsts[lin], [caption(s) for s in rev_specs],
-                      [noise[i] for i in lin])
-        for j, i in enumerate(lin):
-            obj = specs[i].objects[0]
-            col = COLOURS[obj.colour]
-            c0 = colour_centroid(videos[i][0], col, tol)
-            u_true = np.array(DIRECTIONS[obj.direction])
-            r = {"mean_abs_diff": float(np.abs(out_i2v[i][gen] - out_rev[j][gen]).mean())}
-            for sfx, o, truth, u in (("_true", out_i2v[i], videos[i], u_true),
-                                     ("_reversed", out_rev[j], rev_videos[j], -u_true),
-                                     ("_gt", videos[i], videos[i], u_true),
-                                     ("_gt_reversed", rev_videos[j], rev_videos[j], -u_true)):
-                c1 = colour_centroid(o[-1], col, tol)
-                ct = colour_centroid(truth[-1], col, tol)
-                if c0 is None or c1 is None or ct is None:
-                    r |= {"toward" + sfx: float("nan"), "agree_gt" + sfx: float("nan"), "proj_px" + sfx: float("nan"),
-                          "missing" + sfx: 1.0}
-                    continue
-                disp, disp_t = c1 - c0, ct - c0
-                r |= {"toward" + sfx: float(disp @ u > 0), "agree_gt" + sfx: float(disp @ disp_t > 0),
-                      "proj_px" + sfx: float(disp @ u), "missing" + sfx: 0.0}
-            rows_pr.append(r)
 
-    m_pr = _mean_rows(rows_pr)
+def _spatial_mask_row(spatial: np.ndarray, plain: np.ndarray, video: np.ndarray, mask: np.ndarray,
+                      region: np.ndarray, spec: SceneSpec, edit: Edit, tol: float) -> dict[str, float]:
+    """One scene of step 4 (videos ``(T, H, W, 3)`` in [0, 1], masks bool ``(T, H, W)``, frames >= 1 only): PSNR
+    of the keep region vs the source and of the region vs the true edit; object pixels in the new / old colour.
+    Keys without a suffix are the spatial mask's, ``_plain_i2v`` ones plain I2V's."""
+    gen = slice(1, None)
+    r: dict[str, float] = {}
+    keep_px, reg = ~region[gen], region[gen]
+    old, new = spec.objects[0], edit.spec.objects[0]
+    for sfx, o in (("", spatial), ("_plain_i2v", plain)):
+        r["psnr_keep" + sfx] = psnr(o[gen], video[gen], keep_px)
+        r["psnr_region_vs_gt" + sfx] = psnr(o[gen], edit.video[gen], reg)
+        r["new_colour" + sfx] = object_fraction(o[gen], edit.video[gen], edit.mask[gen], _solid_colour(new), tol)
+        r["old_colour" + sfx] = object_fraction(o[gen], video[gen], mask[gen], _solid_colour(old), tol)
+    return r
+
+
+def _prompt_use(s: _Setup, sc: _Scenes, out_i2v: np.ndarray) -> _Prompt:
+    """Step 5: re-run I2V on the linear scenes with the direction word of the caption reversed (same clip, same
+    noise) and compare with ``out_i2v`` (step 2's clips) and with the rendered ground truth of both captions."""
+    lin = [i for i, spec in enumerate(sc.specs) if spec.objects[0].motion == "linear"]
+    if not lin:
+        return _Prompt(lin, None, [])
+    rev_specs = [reverse_direction(sc.specs[i]) for i in lin]
+    rev_videos, _ = render_batch(rev_specs, size=s.size, frames=s.frames)
+    out_rev = s.run(sc.videos[lin], sc.i2v_masks()[: len(lin)], sc.videos[lin, 0], [caption(r) for r in rev_specs],
+                    [sc.noise[i] for i in lin])
+    rows = [_direction_row(out_i2v[i], out_rev[j], sc.videos[i], rev_videos[j], sc.specs[i].objects[0], s.tol)
+            for j, i in enumerate(lin)]
+    return _Prompt(lin, out_rev, rows)
+
+
+def _direction_row(out: np.ndarray, out_rev: np.ndarray, video: np.ndarray, rev_video: np.ndarray,
+                   obj: ObjectSpec, tol: float) -> dict[str, float]:
+    """One linear scene of step 5 (all ``(T, H, W, 3)`` in [0, 1]): the mean |difference| between the two outputs,
+    and per clip (suffix ``_true``, ``_reversed``, ``_gt``, ``_gt_reversed``) whether the object's centroid moves
+    from frame 0 toward the captioned direction (``toward``), agrees with that caption's ground truth
+    (``agree_gt``), how far along it (``proj_px``, pixels) and whether its colour vanished (``missing``, 0 / 1)."""
+    col = COLOURS[obj.colour]
+    c0 = colour_centroid(video[0], col, tol)
+    u_true = np.array(DIRECTIONS[obj.direction])
+    r = {"mean_abs_diff": float(np.abs(out[1:] - out_rev[1:]).mean())}
+    for sfx, o, truth, u in (("_true", out, video, u_true), ("_reversed", out_rev, rev_video, -u_true),
+                             ("_gt", video, video, u_true), ("_gt_reversed", rev_video, rev_video, -u_true)):
+        c1 = colour_centroid(o[-1], col, tol)
+        ct = colour_centroid(truth[-1], col, tol)
+        if c0 is None or c1 is None or ct is None:
+            r |= {"toward" + sfx: float("nan"), "agree_gt" + sfx: float("nan"), "proj_px" + sfx: float("nan"),
+                  "missing" + sfx: 1.0}
+            continue
+        disp, disp_t = c1 - c0, ct - c0
+        r |= {"toward" + sfx: float(disp @ u > 0), "agree_gt" + sfx: float(disp @ disp_t > 0),
+              "proj_px" + sfx: float(disp @ u), "missing" + sfx: 0.0}
+    return r
+
+
+def _prompt_means(rows: Sequence[dict]) -> dict:
+    """:func:`_mean_rows` of step 5, with the ``missing`` keys as counts of clips instead of fractions."""
+    m = _mean_rows(rows)
     for sfx in ("_true", "_reversed", "_gt", "_gt_reversed"):
-        if rows_pr:
-            m_pr["missing" + sfx] = int(sum(r["missing" + sfx] for r in rows_pr))
-    by_motion = {m: _mean_rows([r for r, mm in zip(rows_i2v, motions, strict=True) if mm == m])
-                 for m in TRAINED_MOTIONS if m in motions}
+        if rows:
+            m["missing" + sfx] = int(sum(r["missing" + sfx] for r in rows))
+    return m
+
+
+def _scene_records(sc: _Scenes, vae_psnr: list[float], rows_i2v: list[dict], rows_flf: list[dict],
+                   sp: _SpatialMask, pr: _Prompt, rows_two: list[dict]) -> list[dict]:
+    """One record per scene (uncapped values): the 1-object scenes, then the 2-object ones (I2V only)."""
+    scenes = []
+    for i in range(len(sc.specs)):
+        rec = {"seed": sc.seeds[i], "motion": sc.motions[i], "caption": sc.captions[i],
+               "edit_caption": sp.edits[i].caption, "vae_psnr": vae_psnr[i], "i2v": rows_i2v[i],
+               "first_last": rows_flf[i], "spatial_mask": sp.rows[i]}
+        if i in pr.lin:
+            rec["prompt"] = pr.rows[pr.lin.index(i)]
+        scenes.append(rec)
+    n = len(sc.specs)
+    return scenes + [{"seed": sc.seeds[n + j], "motion": spec.objects[0].motion, "caption": caption(spec),
+                      "objects": 2, "i2v": rows_two[j]} for j, spec in enumerate(sc.specs2)]
+
+
+def _record(s: _Setup, sc: _Scenes, seed: int, metrics: dict, scenes: list[dict], wall_seconds: float) -> dict:
+    """The result dict of :func:`evaluate_base`: settings, the held-out seeds, ``metrics``, timing, ``scenes``."""
+    run = s.run
     timing = {"clips": run.clips, "seconds": round(run.seconds, 2),
               "seconds_per_clip": run.seconds / max(1, run.clips), "batch": run.batch,
-              "wall_seconds": round(time.perf_counter() - t_start, 1), "threads": torch.get_num_threads()}
-    scenes = []
-    for i in range(n_scenes):
-        rec_i = {"seed": seeds[i], "motion": motions[i], "caption": caps[i], "edit_caption": edit_caps[i],
-                 "vae_psnr": vae_psnr[i], "i2v": rows_i2v[i], "first_last": rows_flf[i], "spatial_mask": rows_sp[i]}
-        if i in lin:
-            rec_i["prompt"] = rows_pr[lin.index(i)]
-        scenes.append(rec_i)
-    scenes += [{"seed": seeds[n_scenes + j], "motion": s.objects[0].motion, "caption": caption(s), "objects": 2,
-                "i2v": rows_two[j]} for j, s in enumerate(specs2)]
-    result = {
-        "backbone": name, "checkpoint": ckpt,
-        "settings": {"height": H, "width": W, "num_frames": T, "steps": steps, "guidance": guidance,
-                     "flow_shift": flow_shift, "tol": tol, "psnr_cap": PSNR_CAP, "n_scenes": n_scenes,
-                     "n_two_objects": n_two, "motions": list(TRAINED_MOTIONS)},
-        "held_out": {"seed": seed, "scene_seeds": seeds,
+              "wall_seconds": round(wall_seconds, 1), "threads": torch.get_num_threads()}
+    return {
+        "backbone": s.name, "checkpoint": s.checkpoint,
+        "settings": {"height": s.size, "width": s.size, "num_frames": s.frames, "steps": s.steps,
+                     "guidance": s.guidance, "flow_shift": s.flow_shift, "tol": s.tol, "psnr_cap": PSNR_CAP,
+                     "n_scenes": len(sc.specs), "n_two_objects": len(sc.specs2), "motions": list(TRAINED_MOTIONS)},
+        "held_out": {"seed": seed, "scene_seeds": sc.seeds,
                      "note": "seeds = np.random.default_rng(seed).integers(0, 2**62, n); pretraining draws 62-bit "
                              "seeds from default_rng(0), so these are disjoint from its clips with probability "
                              "~1 - 1e-11"},
-        "metrics": {"vae": m_vae, "i2v": _mean_rows(rows_i2v), "i2v_by_motion": by_motion,
-                    "i2v_two_objects": _mean_rows(rows_two), "first_last": _mean_rows(rows_flf),
-                    "spatial_mask": _mean_rows(rows_sp), "prompt": m_pr},
+        "metrics": metrics,
         "timing": timing, "scenes": scenes,
     }
+
+
+def _write_outputs(out: Path, result: dict, sc: _Scenes, out_i2v: np.ndarray, out_flf: np.ndarray,
+                   sp: _SpatialMask, pr: _Prompt, n_examples: int) -> None:
+    """``results.json``, ``table.md`` and ``examples.png`` (one example per trained motion, ``n_examples`` at
+    most: source, I2V, first+last, reversed caption, the recolour edit and both ways to generate it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(_finite(result), indent=1))
+    (out / "table.md").write_text(format_table(result) + "\n")
+    rows = []
+    motions = sc.motions
+    picks = [motions.index(m) for m in TRAINED_MOTIONS if m in motions][:n_examples]
+    for i in picks:
+        ex = [(f"{motions[i]}: source", sc.videos[i]), ("I2V", out_i2v[i]), ("first+last", out_flf[i])]
+        if i in pr.lin:
+            ex.append(("reversed caption", pr.reversed[pr.lin.index(i)]))
+        ex += [("GT recolour", sp.edits[i].video), ("spatial mask", sp.spatial[i]), ("plain I2V (edit)", sp.plain[i])]
+        rows.append(ex)
+    write_example_grid(out / "examples.png", rows)
+
+
+def _evaluate(backbone: str | os.PathLike | Backbone, n_scenes: int, seed: int, steps: int | None,
+              n_two_objects: int | None, batch: int, tol: float, out: str | os.PathLike | None,
+              n_examples: int) -> dict:
+    """:func:`evaluate_base` without the thread setting: set up -> scenes -> the five steps -> record (-> files)."""
+    t_start = time.perf_counter()
+    s = _set_up(backbone, seed, steps, tol, batch)
+    n_two = n_scenes // 4 if n_two_objects is None else int(n_two_objects)
+    sc = _held_out_scenes(seed, n_scenes, n_two, s.size, s.frames)
+    # the five steps of the module docstring, in its order
+    vae_psnr, m_vae = _vae_reconstruction(s.bb.vae, sc.videos)
+    out_i2v, rows_i2v = _i2v(s, sc)
+    out_flf, rows_flf = _i2v(s, sc, last_frame=True)
+    rows_two = _two_objects(s, sc)
+    sp = _spatial_mask(s, sc)
+    pr = _prompt_use(s, sc, out_i2v)
+
+    by_motion = {m: _mean_rows([r for r, mm in zip(rows_i2v, sc.motions, strict=True) if mm == m])
+                 for m in TRAINED_MOTIONS if m in sc.motions}
+    metrics = {"vae": m_vae, "i2v": _mean_rows(rows_i2v), "i2v_by_motion": by_motion,
+               "i2v_two_objects": _mean_rows(rows_two), "first_last": _mean_rows(rows_flf),
+               "spatial_mask": _mean_rows(sp.rows), "prompt": _prompt_means(pr.rows)}
+    scenes = _scene_records(sc, vae_psnr, rows_i2v, rows_flf, sp, pr, rows_two)
+    result = _record(s, sc, seed, metrics, scenes, time.perf_counter() - t_start)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(_finite(result), indent=1))
-        (out / "table.md").write_text(format_table(result) + "\n")
-        rows = []
-        picks = [motions.index(m) for m in TRAINED_MOTIONS if m in motions][:n_examples]
-        for i in picks:
-            ex = [(f"{motions[i]}: source", videos[i]), ("I2V", out_i2v[i]), ("first+last", out_flf[i])]
-            if i in lin:
-                ex.append(("reversed caption", out_rev[lin.index(i)]))
-            ex += [("GT recolour", edits[i].video), ("spatial mask", out_sp[i]), ("plain I2V (edit)", out_pl[i])]
-            rows.append(ex)
-        write_example_grid(out / "examples.png", rows)
+        _write_outputs(Path(out), result, sc, out_i2v, out_flf, sp, pr, n_examples)
     return result
 
 
