@@ -565,6 +565,73 @@ def _f(x: float, unit: str = "", digits: int = 2) -> str:
     return f"{x:.{digits}f}{unit}"
 
 
+def _vae_table_rows(v: dict) -> list[str]:
+    vae = "inf" if math.isinf(v["psnr_mean"]) else f"{v['psnr_mean']:.1f} dB (min {v['psnr_min']:.1f})"
+    return [f"| VAE encode→decode PSNR (n={v['n']}) | {vae}; max abs err {v['max_abs_err']:.1e}; bit-exact "
+            f"{v['exact_clips']}/{v['n']}, 8-bit-exact {v['clips_8bit_exact']}/{v['n']} | – | – |"]
+
+
+def _i2v_table_rows(label: str, r: dict, frames: str, given: str) -> list[str]:
+    """Rows of one I2V section (model vs repeat-first); none when the section has no scenes."""
+    if not r.get("n"):
+        return []
+    return [f"| {label}: PSNR of the given {given} in the output (n={r['n']}) | {_f(r['psnr_given'], ' dB')} "
+            "| – | – |",
+            f"| {label}: PSNR whole frame, {frames} | {_f(r['psnr_frame'], ' dB')} | "
+            f"{_f(r['psnr_frame_repeat_first'], ' dB')} | repeat first frame |",
+            f"| {label}: PSNR object region | {_f(r['psnr_region'], ' dB')} | "
+            f"{_f(r['psnr_region_repeat_first'], ' dB')} | repeat first frame |",
+            f"| {label}: object recognisable | {_f(r['recognisable'])} | {_f(r['recognisable_repeat_first'])} "
+            f"| repeat first frame |"]
+
+
+def _spatial_mask_table_rows(sp: dict) -> list[str]:
+    """Rows of step 4 (spatial mask vs plain I2V from the edited frame); none without scenes."""
+    if not sp.get("n"):
+        return []
+    base = "plain I2V from edited frame"
+    return [f"| Spatial mask (recolour, n={sp['n']}): PSNR keep region vs source | {_f(sp['psnr_keep'], ' dB')}"
+            f" | {_f(sp['psnr_keep_plain_i2v'], ' dB')} | {base} |",
+            f"| Spatial mask: PSNR region vs GT edit | {_f(sp['psnr_region_vs_gt'], ' dB')} | "
+            f"{_f(sp['psnr_region_vs_gt_plain_i2v'], ' dB')} | {base} |",
+            f"| Spatial mask: object pixels in the **new** colour | {_f(sp['new_colour'])} | "
+            f"{_f(sp['new_colour_plain_i2v'])} | {base} |",
+            f"| Spatial mask: object pixels in the old colour | {_f(sp['old_colour'])} | "
+            f"{_f(sp['old_colour_plain_i2v'])} | {base} |"]
+
+
+def _prompt_table_rows(p: dict) -> list[str]:
+    """Rows of step 5 (true vs reversed caption, against the ground truth); none without linear scenes."""
+    if not p.get("n"):
+        return []
+    t = [f"| Prompt (linear, n={p['n']}): mean abs diff, true vs reversed caption | "
+         f"{_f(p['mean_abs_diff'], digits=4)} | – | – |",
+         f"| Prompt: moves toward captioned direction, true caption | {_f(p['toward_true'])} | "
+         f"{_f(p['toward_gt'])} | ground truth (bounces count against) |",
+         f"| Prompt: moves toward captioned direction, reversed caption | {_f(p['toward_reversed'])} | "
+         f"{_f(p['toward_gt_reversed'])} | ground truth of the reversed scene |",
+         f"| Prompt: displacement agrees with GT for the caption, true / reversed | "
+         f"{_f(p['agree_gt_true'])} / {_f(p['agree_gt_reversed'])} | 1.00 | ground truth |",
+         f"| Prompt: displacement along captioned direction (px), true / reversed | "
+         f"{_f(p['proj_px_true'], digits=1)} / {_f(p['proj_px_reversed'], digits=1)} | "
+         f"{_f(p['proj_px_gt'], digits=1)} / {_f(p['proj_px_gt_reversed'], digits=1)} | ground truth |"]
+    miss = p.get("missing_true", 0) + p.get("missing_reversed", 0)
+    if miss:
+        t.append(f"| Prompt: clips where the object's colour vanished (excluded) | {miss} | – | – |")
+    return t
+
+
+def _by_motion_table(by_motion: dict[str, dict]) -> list[str]:
+    """The second table: I2V per trained motion, model / repeat-first."""
+    bm = ["", "I2V by motion (model / repeat-first):", "",
+          "| motion | n | PSNR frame | PSNR region | recognisable |", "|---|---|---|---|---|"]
+    for k, r in by_motion.items():
+        bm.append(f"| {k} | {r['n']} | {_f(r['psnr_frame'])} / {_f(r['psnr_frame_repeat_first'])} | "
+                  f"{_f(r['psnr_region'])} / {_f(r['psnr_region_repeat_first'])} | "
+                  f"{_f(r['recognisable'])} / {_f(r['recognisable_repeat_first'])} |")
+    return bm
+
+
 def format_table(result: dict) -> str:
     """The headline numbers of :func:`evaluate_base` as markdown (a main table + I2V by motion)."""
     m, s, ck = result["metrics"], result["settings"], result["checkpoint"]
@@ -573,64 +640,18 @@ def format_table(result: dict) -> str:
             f"scenes (seed {result['held_out']['seed']}), {s['height']}x{s['width']}x{s['num_frames']}, "
             f"{s['steps']} steps, guidance {s['guidance']}, flow shift {s['flow_shift']}; tol {s['tol']}; "
             f"PSNR means capped at {s['psnr_cap']:.0f} dB per scene.", ""]
-    t = ["| metric | model | baseline | baseline is |", "|---|---|---|---|"]
-    v = m["vae"]
-    vae = "inf" if math.isinf(v["psnr_mean"]) else f"{v['psnr_mean']:.1f} dB (min {v['psnr_min']:.1f})"
-    t.append(f"| VAE encode→decode PSNR (n={v['n']}) | {vae}; max abs err {v['max_abs_err']:.1e}; bit-exact "
-             f"{v['exact_clips']}/{v['n']}, 8-bit-exact {v['clips_8bit_exact']}/{v['n']} | – | – |")
-
-    def i2v_rows(label: str, r: dict, frames: str, given: str) -> None:
-        if not r.get("n"):
-            return
-        t.append(f"| {label}: PSNR of the given {given} in the output (n={r['n']}) | {_f(r['psnr_given'], ' dB')} "
-                 "| – | – |")
-        t.append(f"| {label}: PSNR whole frame, {frames} | {_f(r['psnr_frame'], ' dB')} | "
-                 f"{_f(r['psnr_frame_repeat_first'], ' dB')} | repeat first frame |")
-        t.append(f"| {label}: PSNR object region | {_f(r['psnr_region'], ' dB')} | "
-                 f"{_f(r['psnr_region_repeat_first'], ' dB')} | repeat first frame |")
-        t.append(f"| {label}: object recognisable | {_f(r['recognisable'])} | {_f(r['recognisable_repeat_first'])} "
-                 f"| repeat first frame |")
-
     T = s["num_frames"]
-    i2v_rows("I2V (first frame)", m["i2v"], f"frames 1..{T - 1}", "frame 0")
-    i2v_rows("I2V, 2 objects", m["i2v_two_objects"], f"frames 1..{T - 1}", "frame 0")
-    i2v_rows("First + last frame", m["first_last"], f"frames 1..{T - 2}", f"frames 0, {T - 1}")
-    sp = m["spatial_mask"]
-    if sp.get("n"):
-        t.append(f"| Spatial mask (recolour, n={sp['n']}): PSNR keep region vs source | {_f(sp['psnr_keep'], ' dB')}"
-                 f" | {_f(sp['psnr_keep_plain_i2v'], ' dB')} | plain I2V from edited frame |")
-        t.append(f"| Spatial mask: PSNR region vs GT edit | {_f(sp['psnr_region_vs_gt'], ' dB')} | "
-                 f"{_f(sp['psnr_region_vs_gt_plain_i2v'], ' dB')} | plain I2V from edited frame |")
-        t.append(f"| Spatial mask: object pixels in the **new** colour | {_f(sp['new_colour'])} | "
-                 f"{_f(sp['new_colour_plain_i2v'])} | plain I2V from edited frame |")
-        t.append(f"| Spatial mask: object pixels in the old colour | {_f(sp['old_colour'])} | "
-                 f"{_f(sp['old_colour_plain_i2v'])} | plain I2V from edited frame |")
-    p = m["prompt"]
-    if p.get("n"):
-        t.append(f"| Prompt (linear, n={p['n']}): mean abs diff, true vs reversed caption | "
-                 f"{_f(p['mean_abs_diff'], digits=4)} | – | – |")
-        t.append(f"| Prompt: moves toward captioned direction, true caption | {_f(p['toward_true'])} | "
-                 f"{_f(p['toward_gt'])} | ground truth (bounces count against) |")
-        t.append(f"| Prompt: moves toward captioned direction, reversed caption | {_f(p['toward_reversed'])} | "
-                 f"{_f(p['toward_gt_reversed'])} | ground truth of the reversed scene |")
-        t.append(f"| Prompt: displacement agrees with GT for the caption, true / reversed | "
-                 f"{_f(p['agree_gt_true'])} / {_f(p['agree_gt_reversed'])} | 1.00 | ground truth |")
-        t.append(f"| Prompt: displacement along captioned direction (px), true / reversed | "
-                 f"{_f(p['proj_px_true'], digits=1)} / {_f(p['proj_px_reversed'], digits=1)} | "
-                 f"{_f(p['proj_px_gt'], digits=1)} / {_f(p['proj_px_gt_reversed'], digits=1)} | ground truth |")
-        miss = p.get("missing_true", 0) + p.get("missing_reversed", 0)
-        if miss:
-            t.append(f"| Prompt: clips where the object's colour vanished (excluded) | {miss} | – | – |")
     tm = result["timing"]
-    t.append(f"| Seconds per generated clip (batch {tm['batch']}, {tm['threads']} threads) | "
-             f"{tm['seconds_per_clip']:.3f} s | – | {tm['clips']} clips |")
-    bm = ["", "I2V by motion (model / repeat-first):", "",
-          "| motion | n | PSNR frame | PSNR region | recognisable |", "|---|---|---|---|---|"]
-    for k, r in m["i2v_by_motion"].items():
-        bm.append(f"| {k} | {r['n']} | {_f(r['psnr_frame'])} / {_f(r['psnr_frame_repeat_first'])} | "
-                  f"{_f(r['psnr_region'])} / {_f(r['psnr_region_repeat_first'])} | "
-                  f"{_f(r['recognisable'])} / {_f(r['recognisable_repeat_first'])} |")
-    return "\n".join(head + t + bm)
+    t = ["| metric | model | baseline | baseline is |", "|---|---|---|---|",
+         *_vae_table_rows(m["vae"]),
+         *_i2v_table_rows("I2V (first frame)", m["i2v"], f"frames 1..{T - 1}", "frame 0"),
+         *_i2v_table_rows("I2V, 2 objects", m["i2v_two_objects"], f"frames 1..{T - 1}", "frame 0"),
+         *_i2v_table_rows("First + last frame", m["first_last"], f"frames 1..{T - 2}", f"frames 0, {T - 1}"),
+         *_spatial_mask_table_rows(m["spatial_mask"]),
+         *_prompt_table_rows(m["prompt"]),
+         f"| Seconds per generated clip (batch {tm['batch']}, {tm['threads']} threads) | "
+         f"{tm['seconds_per_clip']:.3f} s | – | {tm['clips']} clips |"]
+    return "\n".join(head + t + _by_motion_table(m["i2v_by_motion"]))
 
 
 def write_example_grid(path: str | os.PathLike, examples: Sequence[Sequence[tuple[str, np.ndarray]]], *,
