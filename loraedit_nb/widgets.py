@@ -239,6 +239,7 @@ class StrokeTool:
         drag.points.append(p)
 
     def release(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
+        # the stroke ends at its last move (``p`` adds nothing); now its size is known, name the undo step by it
         before = painter._undo_start()
         if before is None:
             return
