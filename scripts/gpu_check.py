@@ -55,7 +55,7 @@ process start + imports ~10 s; building 47 GB of random weights ~20-30 s; fp8 ca
 pinning swapped blocks (16/24GB) ~5 s; caching (two fp32 VAE encodes of 49x480x832, UMT5, CLIP) ~15 s; 3 training
 steps ~20-30 s (2.9 PFLOP executed per step); editing (2 steps x CFG, VAE encode + decode) ~30 s; the fresh edit
 another ~60-80 s (start, build, placement, edit): ~3 min per preset, so 540 s covers about three presets. The
-16GB preset runs last: the budget drops it first (the planner already says it cannot train 49 frames).
+16GB preset runs last: the budget drops it first (its plan is the tightest, 14.5 GB of 14.7 usable in training).
 The CPU dry run pads prompts to 32 tokens instead of 512 (``--text-tokens``) and runs 2 training steps and 1
 denoising step: ~60 s on 2 cores.
 """
