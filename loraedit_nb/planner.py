@@ -604,7 +604,15 @@ def _swap_count(setting: int | str, peak_gb, n_blocks: int, usable_gb: float) ->
 
 def host_ram(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train: int,
              offloaded_inputs_gb: float = 0.0) -> tuple[str, dict]:
-    """(moment, parts in GB) of the host RAM peak: at **load** every component in its load dtype (the transformer
+    """(moment, parts in GB) of the host RAM peak over :func:`host_moments`."""
+    moments = host_moments(fam, stats, preset, k_train, offloaded_inputs_gb)
+    worst = max(moments, key=lambda m: sum(moments[m].values()))
+    return worst, {k: round(v, 3) for k, v in moments[worst].items()}
+
+
+def host_moments(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train: int,
+                 offloaded_inputs_gb: float = 0.0) -> dict[str, dict[str, float]]:
+    """Host RAM parts in GB at each moment: at **load** every component in its load dtype (the transformer
     bf16: fp8 is cast on the CPU after loading); during **training** the pinned copies of the swapped blocks + the
     encoders still held (the text encoder is freed with ``release_text_encoder`` where it can be re-loaded); while
     **editing** with offload every component not on the GPU (transformer in its edit storage)."""
@@ -628,8 +636,7 @@ def host_ram(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train
     else:
         w, _ = _weights(stats, preset.edit_fp8, 0)
         moments["editing"] = {**base, "transformer": w / GB, **enc, "vae": vae}
-    worst = max(moments, key=lambda m: sum(moments[m].values()))
-    return worst, {k: round(v, 3) for k, v in moments[worst].items()}
+    return moments
 
 
 def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int = 832,
