@@ -37,13 +37,14 @@ def main(argv: list[str] | None = None, *, catch: bool = False) -> int:
             sys.exit(1)
 
     demo.set_defaults(func=run_demo)
-    from . import bench, planner, publish
+    from . import bench, planner, publish, simulation
     from .cli import add_parsers
 
     add_parsers(sub)
     bench.add_parser(sub)
     planner.add_parser(sub)
     publish.add_parser(sub)
+    simulation.add_parser(sub)
     a = p.parse_args(argv)
     if not catch or os.environ.get("LORAEDIT_TRACEBACK"):
         a.func(a)
