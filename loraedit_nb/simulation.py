@@ -23,9 +23,9 @@ CUDA wheel without a driver, ``nn.Module.to`` on fake parameters fails from the 
   pinned-allocator settings; ``torch.autocast("cuda")`` runs CPU autocast on the same fake tensors (bf16 lists as
   on CUDA for the ops that matter: matmuls, convolutions, attention).
 
-What it cannot see, allowed for by :data:`UNSEEN_GB` in every comparison: the CUDA context, the caching
-allocator's fragmentation and reserved-but-free blocks, cuBLAS / attention workspaces, and kernel choices that
-differ from the CPU's (CPU SDPA is flash-style: it saves the log-sum-exp, as CUDA flash / memory-efficient
+What it cannot see, allowed for by the planner's own margin (:func:`with_margin`: 1.5 GB + 10 % of the tensors)
+in every fit check: the CUDA context, the caching allocator's fragmentation and reserved-but-free blocks, cuBLAS /
+attention workspaces, and kernel choices that differ from the CPU's (CPU SDPA is flash-style: it saves the log-sum-exp, as CUDA flash / memory-efficient
 attention do; a CUDA fallback to math attention would need far more).
 """
 
@@ -47,7 +47,6 @@ GPU = torch.device("cuda", 0)
 CPU = torch.device("cpu")
 WHERE = ("gpu", "host", "pinned")
 FAKE_ABOVE_BYTES = 64 * 2**20  # factory outputs at least this big are made fake (no real allocation)
-UNSEEN_GB = 1.5  # CUDA context (~0.5-1 GB), allocator fragmentation, cuBLAS/attention workspaces: not simulated
 
 
 # ----------------------------------------------------------------------------------------------- the counter
@@ -90,6 +89,9 @@ class Tracker(TorchDispatchMode):
         self.pinned_reserved = 0  # what torch's caching host allocator keeps until _host_emptyCache
         self.ops = 0
         self.fake_mode = None  # set by simulated_gpu: large factory outputs made at the dispatcher go fake
+        # work, per stage: matmul/convolution/attention FLOPs, and bytes copied host->GPU / GPU->host
+        self.work: dict[str, dict[str, float]] = {}
+        self.in_transformer = 0  # > 0 inside a transformer forward (simulate's hooks): FLOPs also counted apart
 
     # -- storages
     @staticmethod
@@ -174,6 +176,31 @@ class Tracker(TorchDispatchMode):
             for w in WHERE:  # an enclosing stage saw this one's peak too
                 self._stage_peak[w] = max(self._stage_peak.get(w, 0), mine[w])
 
+    def _count(self, key: str, n: float) -> None:
+        w = self.work.setdefault(self._stage or "-", {})
+        w[key] = w.get(key, 0.0) + n
+
+    def _account(self, func, args, kwargs, out, where: str) -> None:
+        """FLOPs of matmuls, convolutions and attention; bytes of copies between the GPU and the host."""
+        packet = func.overloadpacket
+        if packet in _FLOPS:
+            try:
+                f = _FLOPS[packet](*args, **kwargs, out_val=out)
+            except Exception:  # pragma: no cover - a formula that does not take this overload's arguments
+                f = 0
+            self._count("flops", f)
+            if self.in_transformer:
+                self._count("transformer_flops", f)
+        if packet in _COPIES:
+            src = self.where(args[1] if packet is torch.ops.aten.copy_ else args[0]) or "host"
+            dst = (self.where(args[0]) or "host") if packet is torch.ops.aten.copy_ else where
+            if (src == "gpu") != (dst == "gpu"):
+                t = args[1] if packet is torch.ops.aten.copy_ else out
+                key = "h2d_bytes" if dst == "gpu" else "d2h_bytes"
+                self._count(key, t.numel() * t.element_size())
+                if self.in_transformer:
+                    self._count("transformer_" + key, t.numel() * t.element_size())
+
     def mark(self, event: str) -> None:
         self.timeline.append((event, self.total["gpu"] / GB))
 
@@ -209,7 +236,43 @@ class Tracker(TorchDispatchMode):
             k = t.untyped_storage()._cdata
             if k not in self.live and not _is_plain_meta(t):
                 self._register(t.untyped_storage(), where)
+        self._account(func, args, kwargs, out, where)
         return out
+
+
+def _cpu_sdpa_flops(query, key, value, *args, out_val=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query.shape, key.shape, value.shape)
+
+
+def _cpu_sdpa_backward_flops(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
+
+
+def _linear_flops(x, weight, *args, out_val=None, **kwargs) -> int:
+    return 2 * x.numel() // x.shape[-1] * weight.shape[0] * weight.shape[1]
+
+
+def _flop_formulas() -> dict:
+    """torch's FLOP formulas (matmuls, convolutions, CUDA attention kernels) plus the CPU flash attention the
+    simulation runs (torch counts 0 for it), forward and backward."""
+    from torch.utils.flop_counter import flop_registry
+
+    table = dict(flop_registry)  # matmuls, convolutions (aten.convolution: every conv at this level)
+    aten = torch.ops.aten
+    table[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+    table[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_sdpa_backward_flops
+    # under inference_mode composite ops reach the dispatcher whole (an edit's linears and attention)
+    table[aten.linear] = _linear_flops
+    table[aten.scaled_dot_product_attention] = _cpu_sdpa_flops
+    return table
+
+
+_FLOPS = _flop_formulas()
+_COPIES = {torch.ops.aten._to_copy, torch.ops.aten.clone, torch.ops.aten.copy_}
 
 
 def _out_bytes(func, args) -> int:
@@ -759,12 +822,39 @@ class Simulation:
     edit_settings: dict
     timeline: list[tuple[str, float]]
     seconds: float
+    work: dict = dataclasses.field(default_factory=dict)  # per stage: flops, transformer_flops, h2d/d2h bytes
+    steps: int = 1
+    edit_steps: int = 2
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["stages"] = {k: v.to_json() for k, v in self.stages.items()}
         d["timeline"] = [(e, round(g, 3)) for e, g in self.timeline]
         return d
+
+
+def _step_stage(tr: Tracker):
+    """``training._optimizer_step`` run inside a ``training_step`` stage: its work (FLOPs, copies) is one step's,
+    apart from the placement before the first step."""
+    from . import training
+
+    real = training._optimizer_step
+
+    def step(s, batch):
+        with tr.stage("training_step"):
+            return real(s, batch)
+    return step
+
+
+def _transformer_scope(sim: SimulatedGPU, transformers) -> list:
+    """Hooks that flag the tracker while a transformer's forward runs (its FLOPs are also counted apart)."""
+    def pre(*_a):
+        sim.tracker.in_transformer += 1
+
+    def post(*_a):
+        sim.tracker.in_transformer -= 1
+    return [h for t in transformers if t is not None
+            for h in (t.register_forward_pre_hook(pre), t.register_forward_hook(post))]
 
 
 def _block_marks(sim: SimulatedGPU, transformer) -> list:
@@ -782,14 +872,19 @@ def _block_marks(sim: SimulatedGPU, transformer) -> list:
 
 def simulate(backbone: str, memory_preset: str, frames: int = 49, height: int = 480, width: int = 832, *,
              steps: int = 1, edit_steps: int = 2, layers: int | None = None, card_gb: float | None = None,
-             leak_gb: float = 0.0, progress: bool = False) -> Simulation:
+             leak_gb: float | None = None, edit: bool = True, progress: bool = False) -> Simulation:
     """Run ``cache_samples``, ``steps`` of ``train_lora`` and ``edit_video`` (``edit_steps`` denoising steps, then
     the VAE decode) of the package at full size on a simulated GPU of the preset's tier, and return each stage's
-    peaks. ``leak_gb``: keep that many GB alive on the GPU from caching on (a planted leak: the check must see it)."""
+    peaks (``load``, ``caching``, ``training``, ``editing``).
+
+    ``leak_gb``: then train again (stage ``training_again``, as notebook 03 does after 02) with a tensor of that
+    many GB left on the GPU before it, a planted leak the check must see; 0 = a plain second run, whose peak must
+    equal the first's. ``edit=False``: stop after training."""
     import numpy as np
 
     from .inference import edit_video
     from .memory import get_preset
+    from . import training
     from .regimes import motion_sample
     from .training import cache_samples, train_lora, wan_config
 
@@ -805,34 +900,51 @@ def simulate(backbone: str, memory_preset: str, frames: int = 49, height: int = 
         with tr.stage("load"):
             bb = build_backbone(sim, backbone, layers=layers)
         cfg = wan_config(memory_preset=memory_preset, steps=steps, log_every=1)
-        leak = []
+        leak: list[torch.Tensor] = []
         with tr.stage("caching"):
             cached = cache_samples(bb, [motion_sample(video, mask, "a red disc moves right")], cfg, progress=progress)
-            if leak_gb:
-                leak.append(torch.empty(int(leak_gb * GB), dtype=torch.uint8, device="cuda"))
         handles = _block_marks(sim, bb.transformer)
-        with tr.stage("training"):
+        with tr.stage("training"), _patched([(training, "_optimizer_step", _step_stage(tr))]):
             run = train_lora(bb, cached, cfg, progress=progress)
         for h in handles:
             h.remove()
-        with tr.stage("editing"):
-            res = edit_video(bb, run, video, mask, video[0], steps=edit_steps, seed=0, memory_preset=memory_preset,
-                             progress=progress)
-        del leak
+        if leak_gb is not None:
+            leak.append(torch.empty(int(leak_gb * GB), dtype=torch.uint8, device="cuda"))
+            with tr.stage("training_again"):
+                run = train_lora(bb, cached, cfg, progress=progress)
+            leak.clear()
+        res = None
+        if edit:
+            handles = _transformer_scope(sim, (bb.transformer, bb.transformer_2))
+            with tr.stage("editing"):
+                res = edit_video(bb, run, video, mask, video[0], steps=edit_steps, seed=0,
+                                 memory_preset=memory_preset, progress=progress)
+            for h in handles:
+                h.remove()
+        settings = res.settings if res is not None else {}
         out = Simulation(backbone, memory_preset, frames, height, width, card, dict(tr.stages),
                          tr.host_ram_peak / GB, int(run.memory.get("blocks_to_swap", 0)),
-                         {k: v for k, v in res.settings.items() if k in ("memory_preset", "edit_offload", "fp8",
+                         {k: v for k, v in settings.items() if k in ("memory_preset", "edit_offload", "fp8",
                                                                         "blocks_to_swap", "vae_tiling", "evict_for")},
-                         list(tr.timeline), time.perf_counter() - t0)
+                         list(tr.timeline), time.perf_counter() - t0, work=dict(tr.work), steps=steps,
+                         edit_steps=edit_steps)
     return out
 
 
 # ----------------------------------------------------------------------------------------------- vs the planner
+def with_margin(gb: float) -> float:
+    """A simulated peak plus what the simulation cannot see, by the planner's rule (``planner.MARGIN_FIXED_GB`` +
+    ``MARGIN_FRACTION`` of the tensors): the CUDA context, fragmentation, workspaces."""
+    from .planner import MARGIN_FIXED_GB, MARGIN_FRACTION
+
+    return gb + MARGIN_FIXED_GB + MARGIN_FRACTION * gb
+
+
 def compare(sim: Simulation) -> dict:
     """Each stage's simulated GPU peak beside the planner's prediction for the same run and the tier.
 
     ``planner_tensors`` = the planner's peak without its margin (what the simulation counts too); ``fits`` = the
-    simulated peak plus :data:`UNSEEN_GB` within the tier's usable share (:data:`planner.USABLE_FRACTION`);
+    simulated peak :func:`with_margin` within the tier's usable share (:data:`planner.USABLE_FRACTION`);
     ``error`` = planner_tensors / simulated - 1."""
     from .planner import USABLE_FRACTION, plan
 
@@ -840,13 +952,13 @@ def compare(sim: Simulation) -> dict:
     usable = pl.tier_gb * USABLE_FRACTION
     rows = {}
     for name, sp in sim.stages.items():
-        if name not in pl.stages:
+        p = pl.stages.get("training" if name == "training_again" else name)
+        if p is None:
             continue
-        p = pl.stages[name]
         tensors = p.peak_gpu_gb - p.parts.get("margin", 0.0)
         rows[name] = {"simulated_gb": round(sp.gpu, 2), "planner_tensors_gb": round(tensors, 2),
                       "planner_peak_gb": p.peak_gpu_gb, "usable_gb": round(usable, 2),
-                      "fits": sp.gpu + UNSEEN_GB <= usable,
+                      "with_margin_gb": round(with_margin(sp.gpu), 2), "fits": with_margin(sp.gpu) <= usable,
                       "error": round(tensors / sp.gpu - 1, 3) if sp.gpu else None}
     return {"stages": rows, "host_ram": {"simulated_gb": round(sim.host_ram_gb, 2),
                                          "planner_gb": pl.host_ram_gb,
@@ -861,10 +973,10 @@ def compare(sim: Simulation) -> dict:
 def table(sim: Simulation, cmp: dict) -> str:
     lines = [f"simulated: {sim.backbone} {sim.frames}x{sim.height}x{sim.width}, preset {sim.preset} on a "
              f"{sim.card_gb:.1f} GB card ({sim.seconds:.0f} s on this CPU)",
-             f"  {'stage':<9} {'simulated':>9} {'planner':>8} {'error':>7} {'usable':>7}  fits (+{UNSEEN_GB} GB unseen)"]
+             f"  {'stage':<14} {'simulated':>9} {'+margin':>8} {'planner':>8} {'error':>7} {'usable':>7}  fits"]
     for name, r in cmp["stages"].items():
         err = f"{r['error']:+.0%}" if r["error"] is not None else "-"
-        lines.append(f"  {name:<9} {r['simulated_gb']:9.2f} {r['planner_tensors_gb']:8.2f} {err:>7} "
+        lines.append(f"  {name:<14} {r['simulated_gb']:9.2f} {r['with_margin_gb']:8.2f} {r['planner_tensors_gb']:8.2f} {err:>7} "
                      f"{r['usable_gb']:7.1f}  {'yes' if r['fits'] else 'NO'}")
     h = cmp["host_ram"]
     b = cmp["blocks_to_swap"]
@@ -888,6 +1000,8 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=1, help="training steps")
     p.add_argument("--edit-steps", type=int, default=2, help="denoising steps of the edit")
     p.add_argument("--layers", type=int, default=None, help="fewer transformer blocks (a quick check)")
+    p.add_argument("--leak-gb", type=float, default=None,
+                   help="then train again with this many GB planted on the GPU (the check must catch it)")
     p.add_argument("--json", action="store_true", help="print the simulation and the comparison as JSON")
     p.set_defaults(func=_cmd_simulate)
 
@@ -895,11 +1009,60 @@ def add_parser(sub) -> None:
 def _cmd_simulate(a) -> None:
     import json
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    sim = simulate(a.backbone, a.memory_preset, a.frames, a.height, a.width, steps=a.steps,
-                   edit_steps=a.edit_steps, layers=a.layers, progress=not a.json)
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr if a.json else sys.stdout):  # --json: stdout holds the JSON only
+        sim = simulate(a.backbone, a.memory_preset, a.frames, a.height, a.width, steps=a.steps,
+                       edit_steps=a.edit_steps, layers=a.layers, leak_gb=a.leak_gb, progress=not a.json)
     cmp = compare(sim)
     if a.json:
-        print(json.dumps({"simulation": sim.to_json(), "comparison": cmp}, indent=1))
+        print(json.dumps({"simulation": sim.to_json(), "comparison": cmp, "work_per_step": work_per_step(sim),
+                          "predicted_seconds": predicted_seconds(sim)}, indent=1))
     else:
         print(table(sim, cmp))
+        w = work_per_step(sim)
+        print(f"  work per training step: {w['training_step']['tflop']:.0f} TFLOP, "
+              f"{w['training_step']['transfer_gb']:.1f} GB host<->GPU; per denoising step: "
+              f"{w['denoising_step']['tflop']:.0f} TFLOP, {w['denoising_step']['transfer_gb']:.1f} GB")
+        for card, t in predicted_seconds(sim).items():
+            print(f"  predicted on {card}: {t['training_step']:.1f} s per training step, "
+                  f"{t['denoising_step']:.1f} s per denoising step (at {UTILISATION:.0%} of dense bf16)")
+
+
+# ----------------------------------------------------------------------------------------------- time
+# name -> (dense bf16 TFLOP/s with fp32 accumulation, host<->GPU GB/s one way as measured on such links)
+CARDS = {
+    "RTX 4090": (165.2, 25.0),  # Ada whitepaper: 165.2 dense bf16 (fp32 accumulate); PCIe 4.0 x16
+    "L4": (121.0, 25.0),  # NVIDIA L4 datasheet: 242 with sparsity; PCIe 4.0 x16
+    "A100-40GB": (312.0, 25.0),  # A100 datasheet; host link PCIe 4.0 x16
+    "H100 SXM": (989.0, 50.0),  # H100 datasheet: 1979 with sparsity; PCIe 5.0 x16
+}
+UTILISATION = 0.5  # share of the dense peak a 14B DiT step reaches (matmuls at this size ~60-70 %, attention less)
+OFFICIAL_4090_S = 31.9  # the official code's training step on a 4090 at 49 frames (LoRA-Edit README)
+
+
+def work_per_step(sim: Simulation) -> dict:
+    """FLOPs and host<->GPU bytes of one training step and one denoising step, counted by the simulation."""
+    tw = sim.work.get("training_step", {})
+    ew = sim.work.get("editing", {})
+    n, k = max(1, sim.steps), max(1, sim.edit_steps)
+    return {"training_step": {"tflop": tw.get("flops", 0) / n / 1e12,
+                              "transfer_gb": (tw.get("h2d_bytes", 0) + tw.get("d2h_bytes", 0)) / n / GB},
+            "denoising_step": {"tflop": ew.get("transformer_flops", 0) / k / 1e12,
+                               "transfer_gb": (ew.get("transformer_h2d_bytes", 0)
+                                               + ew.get("transformer_d2h_bytes", 0)) / k / GB}}
+
+
+def predicted_seconds(sim: Simulation, utilisation: float = UTILISATION) -> dict:
+    """Seconds per training / denoising step on each of :data:`CARDS`: compute at ``utilisation`` of the dense
+    bf16 peak, or the host<->GPU copies at the link's rate where they take longer (the swapper prefetches on a
+    side stream, so copies overlap compute: the step takes the longer of the two)."""
+    w = work_per_step(sim)
+    out = {}
+    for card, (tflops, link) in CARDS.items():
+        out[card] = {}
+        for kind, x in w.items():
+            compute = x["tflop"] / (tflops * utilisation)
+            copy = x["transfer_gb"] / link
+            out[card][kind] = round(max(compute, copy), 2)
+    return out

@@ -69,3 +69,56 @@ def two_devices(monkeypatch):
         return made[-1]
     monkeypatch.setattr(memory, "make_transport", factory)
     return made
+
+
+# ----------------------------------------------------------------------------------------------- full-size simulation
+# The full-size simulation of tests/test_simulation.py (Wan2.1-I2V-14B, 24GB preset) is single-threaded Python for
+# ~5 minutes: it starts in a subprocess as soon as the tests are collected, so it runs beside the rest of the suite
+# on CI's second core, and its tests read the JSON it wrote.
+SIMULATION_ARGS = ["--backbone", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "--memory-preset", "24GB", "--steps", "1",
+                   "--edit-steps", "1", "--leak-gb", "2", "--json"]
+
+
+def pytest_collection_finish(session):
+    import subprocess
+    import sys
+    import tempfile
+
+    if not any(item.nodeid.startswith("tests/test_simulation.py") and "full_size_run" in item.fixturenames
+               for item in session.items):
+        return
+    out = tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False)
+    err = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LORAEDIT_TRACEBACK": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "loraedit_nb", "simulate", *SIMULATION_ARGS], stdout=out,
+                            stderr=err, env=env)
+    session.config._loraedit_simulation = (proc, out.name, err.name)
+
+
+def pytest_sessionfinish(session):
+    sim = getattr(session.config, "_loraedit_simulation", None)
+    if sim is not None and sim[0].poll() is None:
+        sim[0].kill()
+
+
+@pytest.fixture(scope="session")
+def full_size_run(request):
+    """The JSON of ``python -m loraedit_nb simulate`` with :data:`SIMULATION_ARGS` (started at collection)."""
+    import json
+
+    started = getattr(request.config, "_loraedit_simulation", None)
+    if started is None:  # pragma: no cover - collected without the hook (e.g. another rootdir)
+        import subprocess
+        import sys
+
+        p = subprocess.run([sys.executable, "-m", "loraedit_nb", "simulate", *SIMULATION_ARGS], capture_output=True,
+                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=1800)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout)
+    proc, out, err = started
+    rc = proc.wait(timeout=1800)
+    with open(err) as f:
+        log = f.read()
+    assert rc == 0, f"the full-size simulation failed (exit {rc}):\n{log[-3000:]}"
+    with open(out) as f:
+        return json.loads(f.read())
