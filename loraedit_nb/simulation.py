@@ -36,6 +36,7 @@ import dataclasses
 import time
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -1027,6 +1028,30 @@ def _cmd_simulate(a) -> None:
         for card, t in predicted_seconds(sim).items():
             print(f"  predicted on {card}: {t['training_step']:.1f} s per training step, "
                   f"{t['denoising_step']:.1f} s per denoising step (at {UTILISATION:.0%} of dense bf16)")
+
+
+# ----------------------------------------------------------------------------------------------- the recorded table
+RECORDED = Path(__file__).resolve().parents[1] / "results" / "simulated_memory.json"  # scripts/simulate_table.py
+
+
+def table_key(backbone: str, preset: str, frames: int, height: int, width: int) -> str:
+    return f"{backbone}|{preset}|{frames}x{height}x{width}"
+
+
+def recorded(backbone: str, preset: str, frames: int, height: int, width: int, path: Path = RECORDED) -> dict | None:
+    """The simulated peak GB per stage of a full-size row in ``results/simulated_memory.json`` (None when that row
+    was not simulated or failed): what ``scripts/gpu_check.py`` records beside the measured peaks."""
+    import json
+
+    if not path.exists():
+        return None
+    row = json.loads(path.read_text()).get(table_key(backbone, preset, frames, height, width))
+    if not row or "simulation" not in row:
+        return None
+    sim = row["simulation"]
+    return {"stages": {k: v["gpu"] for k, v in sim["stages"].items()}, "host_ram_gb": sim["host_ram_gb"],
+            "train_blocks_to_swap": sim["train_blocks_to_swap"],
+            "edit_blocks_to_swap": sim["edit_settings"].get("blocks_to_swap")}
 
 
 # ----------------------------------------------------------------------------------------------- time

@@ -371,6 +371,17 @@ def predict(config: dict, frames: int, height: int, width: int, preset: str, ove
             "edit_blocks_to_swap": p.edit_blocks_to_swap}
 
 
+def _simulated(preset: str, opts: dict) -> dict:
+    """The full-size simulation's peaks for this row (results/simulated_memory.json), so that a GPU run also
+    calibrates the simulator; a reason instead where no simulated row applies (fewer layers, other options)."""
+    if opts.get("layers") or opts.get("overrides") or opts.get("tiny_encoders"):
+        return {"none": "the simulated table is for the full-size stack with the preset's own options"}
+    from loraedit_nb.simulation import recorded
+
+    row = recorded("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", preset, opts["frames"], opts["height"], opts["width"])
+    return row or {"none": "this preset and clip were not simulated (scripts/simulate_table.py)"}
+
+
 def _predict_or_error(*args) -> dict:
     """:func:`predict`, or ``{"error": ...}``: a planner failure must not cost the measurements."""
     try:
@@ -414,6 +425,7 @@ def _stage(rec: dict, name: str, fn, cuda: bool, path: Path):
 
     _gpu_reset(cuda)
     pred = rec.get("plan", {}).get("stages", {}).get(STAGE_PLAN.get(name))
+    simulated = rec.get("simulated", {}).get("stages", {}).get(STAGE_PLAN.get(name))
     t0 = time.perf_counter()
     result, entry = None, {}
     try:
@@ -432,11 +444,14 @@ def _stage(rec: dict, name: str, fn, cuda: bool, path: Path):
                  peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2))
     if entry["predicted_gpu_gb"] is None:
         del entry["predicted_gpu_gb"]
+    if simulated is not None:
+        entry["simulated_gpu_gb"] = simulated
     rec["stages"][name] = entry
     _write_json(path, rec)
     status = "ok" if entry["ok"] else f"FAILED: {entry['error']}"
     peak = f", peak {entry['peak_cuda_gb']:.1f} GB GPU" if cuda else ""
     plan = f", plan {entry['predicted_gpu_gb']:.1f} GB" if "predicted_gpu_gb" in entry else ""
+    plan += f", simulated {entry['simulated_gpu_gb']:.1f} GB" if "simulated_gpu_gb" in entry else ""
     print(f"[gpu_check] {rec['preset']} {name}: {status} ({entry['seconds']:.1f} s{peak}{plan})", flush=True)
     return result
 
@@ -530,6 +545,7 @@ def run_preset(preset: str, opts: dict, path: str, lora_dir: str) -> dict:
     if bb is None:
         return rec
     rec["plan"] = _predict_or_error(dict(bb.transformer.config), T, H, W, preset, opts.get("overrides"))
+    rec["simulated"] = _simulated(preset, opts)
 
     def cache():
         cached = cache_samples(bb, [motion_sample(video, mask, PROMPT)], cfg, progress=False)

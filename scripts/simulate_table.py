@@ -18,15 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from loraedit_nb.simulation import RECORDED, table_key
+
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "results" / "simulated_memory.json"
+OUT = RECORDED
 BACKBONES = ("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
              "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "hunyuanvideo-community/HunyuanVideo-I2V-33ch")
 PRESETS = ("16GB", "24GB", "48GB", "80GB+")
-
-
-def key(backbone: str, preset: str, frames: int, height: int, width: int) -> str:
-    return f"{backbone}|{preset}|{frames}x{height}x{width}"
 
 
 def load(path: Path = OUT) -> dict:
@@ -70,7 +68,7 @@ def main(argv=None) -> int:
     for frames in a.frames:
         for backbone in a.backbones:
             for preset in a.presets:
-                k = key(backbone, preset, frames, a.height, a.width)
+                k = table_key(backbone, preset, frames, a.height, a.width)
                 if k in table and not a.redo and "error" not in table[k]:
                     continue
                 print(f"simulating {k} ...", flush=True)

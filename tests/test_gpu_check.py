@@ -247,3 +247,25 @@ def test_prepare_wheels_writes_the_set_and_the_command(gpu_check, tmp_path, monk
     assert sorted(p.name.split("-")[0] for p in (root / ".whl").glob("*.whl")) == ["diffusers", "ftfy", "wcwidth"]
     with pytest.raises(ValueError, match="inside the repository"):
         gpu_check.prepare_wheels(tmp_path / "elsewhere")
+
+
+def test_the_simulated_peaks_are_recorded_beside_the_measured_ones(gpu_check, tmp_path, monkeypatch):
+    """A lent GPU's run also calibrates the simulator: each stage gets the full-size simulation's peak of the
+    same preset and clip (results/simulated_memory.json), and says why not where no simulated row applies."""
+    from loraedit_nb import simulation
+
+    table = tmp_path / "simulated_memory.json"
+    key = simulation.table_key("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "24GB", *FULL_SIZE)
+    table.write_text(json.dumps({key: {"simulation": {
+        "stages": {"caching": {"gpu": 11.5}, "training": {"gpu": 18.3}, "editing": {"gpu": 18.3}},
+        "host_ram_gb": 47.4, "train_blocks_to_swap": 21, "edit_settings": {"blocks_to_swap": 6}}}}))
+    monkeypatch.setattr(simulation, "RECORDED", table)
+    monkeypatch.setattr(simulation.recorded, "__defaults__", (table,))
+    opts = dict(frames=49, height=480, width=832)
+    got = gpu_check._simulated("24GB", opts)
+    assert got["stages"]["training"] == 18.3 and got["edit_blocks_to_swap"] == 6
+    assert "none" in gpu_check._simulated("48GB", opts)
+    assert "none" in gpu_check._simulated("24GB", {**opts, "layers": 2})
+    rec = {"preset": "24GB", "stages": {}, "plan": {"stages": {"training": 22.0}}, "simulated": got}
+    gpu_check._stage(rec, "train", lambda: (None, {}), False, tmp_path / "rec.json")
+    assert rec["stages"]["train"]["simulated_gpu_gb"] == 18.3 and rec["stages"]["train"]["predicted_gpu_gb"] == 22.0
