@@ -793,6 +793,9 @@ def build_backbone(sim: SimulatedGPU, name: str, *, layers: int | None = None):
     t1 = transformer()
     t2 = transformer() if fam.experts == 2 else None
     vae = sim.materialise(_meta(fam.vae, torch.float32))
+    z = vae.config.z_dim
+    if len(vae.config.latents_mean) != z:  # the shipped Wan2.2 config leaves the 48 statistics out: their values
+        vae.register_to_config(latents_mean=[0.0] * z, latents_std=[1.0] * z)  # move no memory
     enc = proc = None
     if fam.image_encoder:
         enc = sim.materialise(_meta(fam.image_encoder, torch.float32))
@@ -1091,3 +1094,37 @@ def predicted_seconds(sim: Simulation, utilisation: float = UTILISATION) -> dict
             copy = x["transfer_gb"] / link
             out[card][kind] = round(max(compute, copy), 2)
     return out
+
+
+def recorded_table(path: Path = RECORDED) -> str:
+    """docs/memory.md's simulated table, from ``results/simulated_memory.json``: per backbone, preset and clip the
+    simulated GPU peak of each stage beside the planner's tensors (its peak without the margin), the blocks
+    swapped, host RAM, and whether the simulated peak plus the planner's margin fits 92 % of the tier."""
+    import json
+
+    rows = json.loads(path.read_text()) if path.exists() else {}
+    out = ["| backbone | preset | clip | caching sim / plan | training sim / plan (swapped) | "
+           "editing sim / plan (swapped) | host RAM sim / plan | fits (sim + margin) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(rows, key=lambda k: (k.split("|")[2], k.split("|")[0], k.split("|")[1])):
+        backbone, preset, clip = key.split("|")
+        row = rows[key]
+        name = backbone.split("/")[-1].removesuffix("-Diffusers").removesuffix("-480P")
+        if "comparison" not in row:
+            out.append(f"| {name} | `{preset}` | {clip} | not simulated: {row.get('error', '?')[:80]} |||||")
+            continue
+        c, sim = row["comparison"], row["simulation"]
+        st = c["stages"]
+
+        def cell(stage, swapped=None):
+            if stage not in st:
+                return "-"
+            s = f"{st[stage]['simulated_gb']:.1f} / {st[stage]['planner_tensors_gb']:.1f}"
+            return s + (f" ({swapped})" if swapped is not None else "")
+        fits = all(r["fits"] for k, r in st.items() if k != "training_again")
+        h = c["host_ram"]
+        out.append(f"| {name} | `{preset}` | {clip} | {cell('caching')} | "
+                   f"{cell('training', sim['train_blocks_to_swap'])} | "
+                   f"{cell('editing', sim['edit_settings'].get('blocks_to_swap'))} | "
+                   f"{h['simulated_gb']:.1f} / {h['planner_without_process_gb']:.1f} | {'yes' if fits else 'NO'} |")
+    return "\n".join(out)
