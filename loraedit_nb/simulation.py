@@ -493,6 +493,9 @@ class _Stream:
     def query(self):
         return True
 
+    def is_capturing(self):  # torch.optim's CUDA-graph check
+        return False
+
     def __enter__(self):
         return self
 
@@ -616,6 +619,7 @@ def _cuda_patches(tr: Tracker, card_bytes: int) -> list:
         (torch.accelerator, "current_accelerator", lambda check_available=False: torch.device("cuda")),
         (torch.accelerator, "is_available", lambda: True), (torch.accelerator, "device_count", lambda: 1),
         (torch.accelerator, "current_device_index", lambda: 0),
+        (torch.accelerator, "current_stream", lambda d=None: _Stream()),
         (torch._C, "_accelerator_setAllocatorSettings", lambda s: None),
         (torch.Tensor, "record_stream", lambda self, stream: None),  # copies are synchronous here
         (torch._C, "_host_emptyCache", tr.empty_host_cache),
@@ -837,6 +841,13 @@ class Simulation:
         return d
 
 
+def _swapped(memory: dict) -> int:
+    """Blocks a training run swapped (a two-expert run: the most either expert swapped)."""
+    if "blocks_to_swap" in memory:
+        return int(memory["blocks_to_swap"])
+    return max((int(m.get("blocks_to_swap", 0)) for m in memory.values() if isinstance(m, dict)), default=0)
+
+
 def _step_stage(tr: Tracker):
     """``training._optimizer_step`` run inside a ``training_step`` stage: its work (FLOPs, copies) is one step's,
     apart from the placement before the first step."""
@@ -927,7 +938,7 @@ def simulate(backbone: str, memory_preset: str, frames: int = 49, height: int = 
                 h.remove()
         settings = res.settings if res is not None else {}
         out = Simulation(backbone, memory_preset, frames, height, width, card, dict(tr.stages),
-                         tr.host_ram_peak / GB, int(run.memory.get("blocks_to_swap", 0)),
+                         tr.host_ram_peak / GB, _swapped(run.memory),
                          {k: v for k, v in settings.items() if k in ("memory_preset", "edit_offload", "fp8",
                                                                         "blocks_to_swap", "vae_tiling", "evict_for")},
                          list(tr.timeline), time.perf_counter() - t0, work=dict(tr.work), steps=steps,

@@ -54,11 +54,19 @@ def test_notebooks_exist_and_are_paired():
         assert len(tagged) == 1 and "BACKBONE" in "".join(tagged[0]["source"]), f"{p.name}: parameters cell"
 
 
+# The test runs train the toy LoRAs for half the notebooks' default steps (02-04 alike, so that 03 and 04 still reuse
+# 02's LoRA): every floor the notebooks assert holds there with room (measured: 02's region gain +9.0 dB against
+# 1 dB, 03's margins +1.8 / +2.0 dB against 0.5 / 1.0, 05's background gap 15.1 dB against 3 dB), and the suite
+# saves ~5 minutes. `make site` and `make demo` run the defaults, and the published figures come from them.
+TEST_PARAMS = {"02": {"TRAIN_STEPS": 400, "PREVIEW_EVERY": 400}, "03": {"TRAIN_STEPS": 400},
+               "04": {"TRAIN_STEPS": 400}, "05": {"TRAIN_STEPS": 200}}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path, timings):
     from loraedit_nb.notebook_runner import run_notebook
 
-    seconds, error = run_notebook(path, OUT, timeout=CELL_TIMEOUT)
+    seconds, error = run_notebook(path, OUT, timeout=CELL_TIMEOUT, parameters=TEST_PARAMS.get(path.stem[:2]))
     timings[path.stem] = seconds
     if error is not None:
         pytest.fail(f"{path.name} failed after {seconds} s (executed copy: {OUT / path.name}):\n{error}", pytrace=False)
@@ -67,7 +75,7 @@ def test_notebook_runs_top_to_bottom(path, timings):
 # The same notebooks with the other backbones, on tiny random configs (plumbing only: quality floors are asserted
 # on the pretrained toy backbone alone): HunyuanVideo-I2V, Wan2.2-I2V-A14B (two experts), Wan2.2-TI2V-5B (token
 # mask). Runs after the toy runs, which reuse each other's LoRA.
-OTHER_PARAMS = {"TRAIN_STEPS": 20, "APPEARANCE_STEPS": 10, "REUSE_02": False, "PREVIEW_EVERY": 10}
+OTHER_PARAMS = {"TRAIN_STEPS": 4, "APPEARANCE_STEPS": 2, "REUSE_02": False, "PREVIEW_EVERY": 4}
 OTHER_BACKBONES = ("tiny-hunyuan", "tiny-wan22-a14b", "tiny-wan22-ti2v")
 
 
@@ -82,7 +90,7 @@ def test_notebook_runs_with_the_other_backbones(path, backbone):
                 if "parameters" in c.get("metadata", {}).get("tags", []))
     params = {k: v for k, v in {"BACKBONE": backbone, **OTHER_PARAMS}.items() if k in next(iter(names))}
     name = f"{path.stem}_{backbone}"
-    seconds, error = run_notebook(path, OUT, timeout=CELL_TIMEOUT, parameters=params, name=name)
+    seconds, error = run_notebook(path, OUT, timeout=CELL_TIMEOUT, parameters=params, name=name, html=False)
     if error is not None:
         pytest.fail(f"{path.name} with {params} failed after {seconds} s:\n{error}", pytrace=False)
     executed = nbformat.read(OUT / (name + ".ipynb"), as_version=4)
