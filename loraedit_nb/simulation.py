@@ -782,8 +782,7 @@ def build_backbone(sim: SimulatedGPU, name: str, *, layers: int | None = None):
 
     fam, _ = resolve(name)
     if fam.name == "hunyuan":
-        raise NotImplementedError("HunyuanVideo-I2V is not simulated yet: its Llava text encoder's image-token "
-                                  "merge is data-dependent (see docs/memory.md)")
+        return _build_hunyuan(sim, name, fam, layers)
 
     def transformer():
         tr = _meta(fam.transformer, torch.bfloat16)
@@ -811,6 +810,39 @@ def build_backbone(sim: SimulatedGPU, name: str, *, layers: int | None = None):
     bb = Backbone(name, t1, vae, sched, tok, text_encoder(), enc, proc, max_sequence_length=512,
                   defaults=dict(defaults), transformer_2=t2, boundary_ratio=0.9 if t2 is not None else None,
                   text_encoder_loader=text_encoder)
+    return place(bb, "cuda")
+
+
+def _build_hunyuan(sim: SimulatedGPU, name: str, fam, layers: int | None):
+    """HunyuanVideo-I2V as its Hub loader leaves it: bf16 transformer, Llava and CLIP text encoders, fp32 VAE, on
+    the host. The tokenizers are word-level stand-ins with Llama-3's special tokens and the real prompt template
+    (103 template tokens before the prompt, 576 image tokens), so every sequence has its real length."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
+
+    from .backbones.base import Backbone, _word_tokenizer, clip_image_processor_class, place
+    from .backbones.hunyuan import HUNYUAN_DEFAULTS, SPECIAL_TOKENS, prompt_template_for
+
+    template = DEFAULT_PROMPT_TEMPLATE["template"]
+    words = sorted({w for w in template.replace("{}", " ").replace("<image>", " ").split()} |
+                   set("a the red disc square moves left right".split()))
+    tok = _word_tokenizer(words, special=SPECIAL_TOKENS, eos=False)
+    tok_2 = _word_tokenizer(words)
+    tr = _meta(fam.transformer, torch.bfloat16)
+    if layers is not None:
+        tr.transformer_blocks = tr.transformer_blocks[:layers]
+        tr.single_transformer_blocks = tr.single_transformer_blocks[:layers]
+    llava = _meta(fam.text_encoder, torch.bfloat16)
+    llava.config.image_token_index = tok.convert_tokens_to_ids("<image>")
+    llava.config.image_token_id = llava.config.image_token_index
+    llava.config.pad_token_id = tok.pad_token_id  # the stand-in tokenizer's ids (the Hub config has its own)
+    clip = _meta(fam.text_encoder_2, torch.bfloat16)
+    vae = _meta(fam.vae, torch.float32)
+    proc = clip_image_processor_class()(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    bb = Backbone(name, sim.materialise(tr), sim.materialise(vae), FlowMatchEulerDiscreteScheduler(shift=7.0), tok,
+                  sim.materialise(llava), None, proc, max_sequence_length=256, defaults=dict(HUNYUAN_DEFAULTS),
+                  tokenizer_2=tok_2, text_encoder_2=sim.materialise(clip),
+                  prompt_template=prompt_template_for(tok, template, 576))
     return place(bb, "cuda")
 
 

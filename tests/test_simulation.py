@@ -126,3 +126,12 @@ def test_step_time_predictions_come_from_the_counted_work(full_size_run):
     assert 1000 < w["training_step"]["tflop"] < 5000  # forward + recompute + backward of 16 B params, 20k tokens
     assert 50 < w["denoising_step"]["tflop"] < 2000 and w["training_step"]["transfer_gb"] > 0
     assert t["H100 SXM"]["training_step"] < t["RTX 4090"]["training_step"]
+
+
+def test_the_simulated_table_in_docs_is_the_recorded_one():
+    """docs/memory.md's simulated table is generated from results/simulated_memory.json, not typed."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "memory.md").read_text()
+    assert S.recorded_table() in doc, "docs/memory.md's simulated table is stale: paste " \
+                                      "`python -c 'from loraedit_nb.simulation import recorded_table as t; print(t())'`"
