@@ -25,8 +25,9 @@ CUDA wheel without a driver, ``nn.Module.to`` on fake parameters fails from the 
 
 What it cannot see, allowed for by the planner's own margin (:func:`with_margin`: 1.5 GB + 10 % of the tensors)
 in every fit check: the CUDA context, the caching allocator's fragmentation and reserved-but-free blocks, cuBLAS /
-attention workspaces, and kernel choices that differ from the CPU's (CPU SDPA is flash-style: it saves the log-sum-exp, as CUDA flash / memory-efficient
-attention do; a CUDA fallback to math attention would need far more).
+attention workspaces, and kernel choices that differ from the CPU's (CPU SDPA is flash-style: it saves the
+log-sum-exp, as CUDA flash / memory-efficient attention do; a CUDA fallback to math attention would need far
+more).
 """
 
 from __future__ import annotations
@@ -442,7 +443,8 @@ class Placement(TorchFunctionMode):
             kwargs["device"] = "cpu"
         self.tracker.forced.append(dst)
         try:
-            if not like and func not in (torch.tensor, torch.as_tensor) and _numel_bytes(args, kwargs) >= FAKE_ABOVE_BYTES:
+            big = _numel_bytes(args, kwargs) >= FAKE_ABOVE_BYTES
+            if not like and func not in (torch.tensor, torch.as_tensor) and big:
                 with self.fake_mode:  # above the tracker on the mode stack: it does not see this op
                     out = func(*args, **kwargs)
             else:
@@ -929,9 +931,9 @@ def simulate(backbone: str, memory_preset: str, frames: int = 49, height: int = 
     equal the first's. ``edit=False``: stop after training."""
     import numpy as np
 
+    from . import training
     from .inference import edit_video
     from .memory import get_preset
-    from . import training
     from .regimes import motion_sample
     from .training import cache_samples, train_lora, wan_config
 
@@ -1023,7 +1025,8 @@ def table(sim: Simulation, cmp: dict) -> str:
              f"  {'stage':<14} {'simulated':>9} {'+margin':>8} {'planner':>8} {'error':>7} {'usable':>7}  fits"]
     for name, r in cmp["stages"].items():
         err = f"{r['error']:+.0%}" if r["error"] is not None else "-"
-        lines.append(f"  {name:<14} {r['simulated_gb']:9.2f} {r['with_margin_gb']:8.2f} {r['planner_tensors_gb']:8.2f} {err:>7} "
+        lines.append(f"  {name:<14} {r['simulated_gb']:9.2f} {r['with_margin_gb']:8.2f} "
+                     f"{r['planner_tensors_gb']:8.2f} {err:>7} "
                      f"{r['usable_gb']:7.1f}  {'yes' if r['fits'] else 'NO'}")
     h = cmp["host_ram"]
     b = cmp["blocks_to_swap"]
@@ -1055,7 +1058,6 @@ def add_parser(sub) -> None:
 
 def _cmd_simulate(a) -> None:
     import json
-
     import sys
 
     with contextlib.redirect_stdout(sys.stderr if a.json else sys.stdout):  # --json: stdout holds the JSON only
@@ -1159,7 +1161,7 @@ def recorded_table(path: Path = RECORDED) -> str:
         c, sim = row["comparison"], row["simulation"]
         st = c["stages"]
 
-        def cell(stage, swapped=None):
+        def cell(stage, swapped=None, st=st):
             if stage not in st:
                 return "-"
             s = f"{st[stage]['simulated_gb']:.1f} / {st[stage]['planner_tensors_gb']:.1f}"
