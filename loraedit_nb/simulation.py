@@ -443,8 +443,8 @@ class Placement(TorchFunctionMode):
             kwargs["device"] = "cpu"
         self.tracker.forced.append(dst)
         try:
-            big = _numel_bytes(args, kwargs) >= FAKE_ABOVE_BYTES
-            if not like and func not in (torch.tensor, torch.as_tensor) and big:
+            from_data = like or func in (torch.tensor, torch.as_tensor)  # sized by their data: never big here
+            if not from_data and _numel_bytes(args, kwargs) >= FAKE_ABOVE_BYTES:
                 with self.fake_mode:  # above the tracker on the mode stack: it does not see this op
                     out = func(*args, **kwargs)
             else:
