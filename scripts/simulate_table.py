@@ -31,8 +31,11 @@ def load(path: Path = OUT) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save(table: dict, path: Path = OUT) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def save_row(k: str, row: dict, path: Path = OUT) -> None:
+    """Add one row to the file as it is now (two of these scripts may run at once on different rows)."""
+    table = load(path)
+    table[k] = row
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
                     continue
                 print(f"simulating {k} ...", flush=True)
                 table[k] = run_row(backbone, preset, frames, a.height, a.width, a.timeout)
-                save(table)
+                save_row(k, table[k])
                 print(f"  {json.dumps(table[k].get('comparison', table[k]))[:300]}", flush=True)
     return 0
 
