@@ -173,10 +173,9 @@ class Tracker(TorchDispatchMode):
             sp = self._stage_peak
             self.stages[name] = StagePeak(sp["gpu"] / GB, sp["host"] / GB, sp["pinned"] / GB,
                                           self._stage_host_ram / GB, time.perf_counter() - self._t0)
-            mine = sp
             self._stage, self._stage_peak, self._stage_host_ram, self._t0 = outer
             for w in WHERE:  # an enclosing stage saw this one's peak too
-                self._stage_peak[w] = max(self._stage_peak.get(w, 0), mine[w])
+                self._stage_peak[w] = max(self._stage_peak.get(w, 0), sp[w])
 
     def _count(self, key: str, n: float) -> None:
         w = self.work.setdefault(self._stage or "-", {})
@@ -222,8 +221,8 @@ class Tracker(TorchDispatchMode):
         if kwargs.get("pin_memory"):
             kwargs = {**kwargs, "pin_memory": False}
             where = "pinned"
-        if where is not None and self.fake_mode is not None and not _has_fake(args) and \
-                _out_bytes(func, args) >= FAKE_ABOVE_BYTES:
+        if where is not None and self.fake_mode is not None and \
+                _out_bytes(func, args, kwargs) >= FAKE_ABOVE_BYTES and not _has_fake(args):
             with self.fake_mode:  # a large factory output: fake (above this mode, so it is registered below)
                 out = func(*args, **kwargs)
         else:
@@ -277,15 +276,14 @@ _FLOPS = _flop_formulas()
 _COPIES = {torch.ops.aten._to_copy, torch.ops.aten.clone, torch.ops.aten.copy_}
 
 
-def _out_bytes(func, args) -> int:
+_FACTORY_OPS = ("empty", "zeros", "ones", "full", "empty_strided", "randn", "rand")
+
+
+def _out_bytes(func, args, kwargs) -> int:
     """Bytes a factory op (``empty``, ``zeros``, ``full`` ...) is about to allocate; 0 for other ops."""
-    if func.__name__.split(".")[0] not in ("empty", "zeros", "ones", "full", "empty_strided", "randn", "rand"):
+    if func.__name__.split(".")[0] not in _FACTORY_OPS:
         return 0
-    size = args[0] if args and isinstance(args[0], (list, tuple, torch.Size)) else ()
-    n = 1
-    for d in size:
-        n *= int(d)
-    return n * 4
+    return _numel_bytes(args, kwargs)
 
 
 def _tensors(*trees) -> Iterator[torch.Tensor]:
@@ -472,7 +470,7 @@ def _numel_bytes(args, kwargs) -> int:
     for d in size:
         n *= int(d)
     dtype = kwargs.get("dtype") or torch.get_default_dtype()
-    return n * torch.empty((), dtype=dtype).element_size()
+    return n * dtype.itemsize
 
 
 # ----------------------------------------------------------------------------------------------- torch.cuda
@@ -576,22 +574,17 @@ def _cuda_patches(tr: Tracker, card_bytes: int) -> list:
             return GPU
         return d
 
-    real_mode_dispatch = FakeTensorMode.__torch_dispatch__
-    real_tensor_dispatch = FakeTensor.__dict__["__torch_dispatch__"].__func__
+    def counted(real):  # marks the call as fake-tensor internals while it runs
+        def wrapper(*a, **k):
+            inside[0] += 1
+            try:
+                return real(*a, **k)
+            finally:
+                inside[0] -= 1
+        return wrapper
 
-    def mode_dispatch(self, *a, **k):
-        inside[0] += 1
-        try:
-            return real_mode_dispatch(self, *a, **k)
-        finally:
-            inside[0] -= 1
-
-    def tensor_dispatch(cls, *a, **k):
-        inside[0] += 1
-        try:
-            return real_tensor_dispatch(cls, *a, **k)
-        finally:
-            inside[0] -= 1
+    mode_dispatch = counted(FakeTensorMode.__torch_dispatch__)
+    tensor_dispatch = counted(FakeTensor.__dict__["__torch_dispatch__"].__func__)
 
     cuda = torch.cuda
     props = SimpleNamespace(name="simulated GPU", total_memory=card_bytes, major=9, minor=0,
