@@ -212,7 +212,7 @@ def _train(a: argparse.Namespace) -> None:
 
     _must_exist(video=a.video, mask=a.mask, edited_frames=a.edited_frames)
     dtype, device, preset = resolve_runtime(a, a.backbone)
-    bb = models.load_backbone(a.backbone, dtype=dtype, device=device)
+    bb = models.load_backbone(a.backbone, dtype=dtype, device=device, memory_preset=preset)  # stored as it runs
     d = bb.defaults
     frames, height, width = a.frames or d["num_frames"], a.height or d["height"], a.width or d["width"]
     check_frame_count(frames)
@@ -274,7 +274,7 @@ def _edit(a: argparse.Namespace) -> None:
     info = json.loads((run / "run.json").read_text())
     backbone = a.backbone or info["backbone"]
     dtype, device, preset = resolve_runtime(a, backbone)
-    bb = load_backbone(backbone, dtype=dtype, device=device)
+    bb = load_backbone(backbone, dtype=dtype, device=device, memory_preset=preset)
     video, fps = read_run_clip(run)
     mask = M.load(run / "mask.npz")
     first = read_image(a.edited_frame, alpha=True)  # RGBA: edit_video composites it over the source frame 0

@@ -48,6 +48,18 @@ class MemoryPreset:
     edit_blocks_to_swap: int | str
     vae_tiling: bool
 
+    @property
+    def loads_fp8(self) -> bool:
+        """Load the transformer straight into fp8 storage (``load_backbone(..., memory_preset=)``): training and
+        editing both store it in fp8, so the bf16 copy (Wan2.1-14B: 32.7 GB of host RAM) is never needed."""
+        return self.fp8_base and self.edit_fp8
+
+    @property
+    def streams_text_encoder(self) -> bool:
+        """Keep no text encoder in host RAM: load it onto the GPU for new prompts only (``Backbone``'s
+        ``text_encoder_streamed``), where the preset releases it after caching anyway."""
+        return self.release_text_encoder
+
 
 MEMORY_PRESETS: dict[str, MemoryPreset] = {p.name: p for p in (
     MemoryPreset("16GB", 16, fp8_base=True, train_blocks_to_swap="auto", gradient_checkpointing=True,
@@ -156,6 +168,15 @@ def onload(module: torch.nn.Module | None, device: torch.device | str | None) ->
         module.to(home)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def free_device_cache(device: torch.device | str | None) -> None:
+    """Return what a dropped module held: collect it now, and give CUDA's cached blocks back to the driver."""
+    import gc
+
+    gc.collect()
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 # ----------------------------------------------------------------------------------------------- fp8 + LoRA

@@ -219,14 +219,16 @@ class _Encoders:
     """What a :class:`Backbone` does with its text and image encoders: prompt and CLIP embeddings (brought to the
     execution device for the call), and releasing / reloading the text encoder."""
 
-    def ensure_text_encoder(self) -> None:
-        """Re-create the text encoder after :meth:`release_text_encoder` (a new prompt came)."""
+    def ensure_text_encoder(self, device: torch.device | str | None = None) -> None:
+        """Re-create the text encoder after :meth:`release_text_encoder` (a new prompt came), on the host, or
+        with ``device`` straight onto that device (``text_encoder_streamed``: no copy in host RAM)."""
         if self.text_encoder is None:
             if self.text_encoder_loader is None:
                 raise RuntimeError(f"{self.name}'s text encoder was released and cannot be reloaded: load the "
                                    "backbone again")
-            print(f"reloading {self.name}'s text encoder for a new prompt")
-            self.text_encoder = self.text_encoder_loader()
+            if not self.text_encoder_streamed:
+                print(f"reloading {self.name}'s text encoder for a new prompt")
+            self.text_encoder = self.text_encoder_loader(device) if device is not None else self.text_encoder_loader()
 
     def release_text_encoder(self) -> bool:
         """Drop the text encoder from memory once the prompts are cached (UMT5-XXL: 11.4 GB of host RAM). A later
@@ -254,10 +256,16 @@ class _Encoders:
         prompts = [prompts] if single else list(prompts)
         new = [p for p in dict.fromkeys(prompts) if p not in self.prompt_cache]
         if new:  # the text encoder comes to the execution device only for prompts not seen before
-            self.ensure_text_encoder()
-            with memory.onload(self.text_encoder, self.device):
-                emb = self.pipeline()._get_t5_prompt_embeds(new, max_sequence_length=self.max_sequence_length,
-                                                            device=self.device, dtype=self.transformer.dtype)
+            streamed = self.text_encoder is None and self.text_encoder_streamed
+            self.ensure_text_encoder(self.device if streamed else None)  # streamed: from disk onto the device
+            try:
+                with memory.onload(self.text_encoder, self.device):
+                    emb = self.pipeline()._get_t5_prompt_embeds(new, max_sequence_length=self.max_sequence_length,
+                                                                device=self.device, dtype=self.transformer.dtype)
+            finally:
+                if streamed:  # it was loaded for these prompts only: gone before the next stage needs the room
+                    self.text_encoder = None
+                    memory.free_device_cache(self.device)
             for p, e in zip(new, emb, strict=True):
                 self.prompt_cache[p] = e[None].cpu()
         return torch.cat([self.prompt_cache[p] for p in prompts]).to(self.device, self.transformer.dtype)
@@ -301,6 +309,10 @@ class Backbone(_PlacementAndExperts, _Encoders):
     # the GPU (memory.onload, memory.enable_block_swap), so loading never needs more GPU memory than the tier.
     execution_device: torch.device | None = None
     text_encoder_loader: Any = None  # re-creates a released text encoder (release_text_encoder); None = keep it
+    # Wan on the 16/24GB presets: the text encoder is not kept at all (UMT5-XXL: 11.4 GB of host RAM). Each new
+    # prompt loads it from disk straight onto the execution device (``text_encoder_loader(device)``); it is dropped
+    # right after. load_backbone(..., memory_preset=) sets this where the preset releases the text encoder.
+    text_encoder_streamed: bool = False
     prompt_cache: dict = field(default_factory=dict, repr=False)  # prompt -> text embedding (CPU), Wan
     # editing presets: the components ("text_encoder", "image_encoder", "vae", ...) that run with the transformer
     # moved out of the way because the planner found they do not fit beside it (prepare_for_editing sets it)
@@ -344,7 +356,7 @@ class Backbone(_PlacementAndExperts, _Encoders):
         self.vae.save_pretrained(path / "vae")
         self.scheduler.save_pretrained(path / "scheduler")
         self.tokenizer.save_pretrained(path / "tokenizer")
-        self.text_encoder.save_pretrained(path / "text_encoder")
+        (self.text_encoder or self.text_encoder_loader()).save_pretrained(path / "text_encoder")
         if self.image_encoder is not None:
             self.image_encoder.save_pretrained(path / "image_encoder")
         if self.image_processor is not None:

@@ -64,6 +64,7 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import
 from ..memory import StagedPipelineMixin, onload
 from .base import Adapter, Backbone, _pil, clip_image_processor_class, place, register_family
 from .latents import LatentGeometry, check_no_keyframes, encode, pack_mask
+from .weights import LoadOptions, load_transformer
 
 HUNYUAN_I2V = "hunyuanvideo-community/HunyuanVideo-I2V-33ch"
 # 480p settings (the paper's resolution); the 33ch model is run without CFG by its authors (guidance 1)
@@ -245,12 +246,14 @@ def prompt_template_for(tokenizer, template: str, image_tokens: int) -> dict:
             "image_emb_end": start + image_tokens, "image_emb_len": image_tokens}
 
 
-def load_hunyuan_hub(repo_id: str, dtype, device):  # pragma: no cover - needs the Hub and a GPU
-    """The real HunyuanVideo-I2V-33ch in diffusers format (~26 GB bf16 transformer + 15 GB Llava + CLIP + VAE)."""
+def load_hunyuan_hub(repo_id: str, dtype, device, opts: LoadOptions = LoadOptions()):  # pragma: no cover - Hub
+    """The real HunyuanVideo-I2V-33ch in diffusers format (~26 GB bf16 transformer, 13 GB straight into fp8 with
+    ``opts.fp8``, + 15 GB Llava + CLIP + VAE). The Llava text encoder also reads the conditioning image, so it is
+    kept (``opts.stream_text_encoder`` does not apply)."""
     cfg = HunyuanVideoTransformer3DModel.load_config(repo_id, subfolder="transformer")  # a few KB
     if cfg.get("image_condition_type") != "latent_concat":  # refuse token_replace before the 26 GB download
         HunyuanI2VAdapter.for_transformer(type("T", (), {"config": cfg})())
-    transformer = HunyuanVideoTransformer3DModel.from_pretrained(repo_id, subfolder="transformer", torch_dtype=dtype)
+    transformer = load_transformer(HunyuanVideoTransformer3DModel, repo_id, "transformer", dtype, fp8=opts.fp8)
     proc = clip_image_processor_class().from_pretrained(repo_id, subfolder="image_processor")
     pipe = HunyuanVideoImageToVideoPipeline.from_pretrained(repo_id, transformer=transformer, image_processor=proc,
                                                             torch_dtype=dtype)
@@ -262,7 +265,7 @@ def load_hunyuan_hub(repo_id: str, dtype, device):  # pragma: no cover - needs t
     return place(bb, device)  # weights stay on the CPU; stages bring what they need to the GPU
 
 
-def load_hunyuan_folder(path, meta: dict, dtype, device) -> Backbone:
+def load_hunyuan_folder(path, meta: dict, dtype, device, opts: LoadOptions = LoadOptions()) -> Backbone:
     """A HunyuanVideo-I2V backbone folder written by :meth:`Backbone.save_pretrained`."""
     from transformers import AutoTokenizer, CLIPTextModel, LlavaForConditionalGeneration
 
@@ -271,7 +274,7 @@ def load_hunyuan_folder(path, meta: dict, dtype, device) -> Backbone:
     if missing:
         raise FileNotFoundError(f"{path} holds a HunyuanVideo transformer but lacks {missing}")
     bb = Backbone(meta.get("name", path.name),
-                  HunyuanVideoTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype),
+                  load_transformer(HunyuanVideoTransformer3DModel, path, "transformer", dtype, fp8=opts.fp8),
                   AutoencoderKLHunyuanVideo.from_pretrained(path / "vae", torch_dtype=torch.float32),
                   FlowMatchEulerDiscreteScheduler.from_pretrained(path / "scheduler"),
                   AutoTokenizer.from_pretrained(path / "tokenizer"),

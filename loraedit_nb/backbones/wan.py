@@ -40,6 +40,7 @@ from .base import (
     register_family,
 )
 from .latents import LatentGeometry, check_no_keyframes, encode, pack_mask
+from .weights import LoadOptions, load_transformer, pretrained_loader
 
 WAN_480P = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 WAN_720P = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
@@ -297,70 +298,79 @@ def wan_defaults_for(transformer, name: str) -> dict:
     return d
 
 
-def load_wan_hub(repo_id: str, dtype, device) -> Backbone:  # pragma: no cover - needs the Hub and a GPU
-    """The real Wan2.1-I2V-14B in diffusers format. ~33 GB bf16 transformer + 11 GB UMT5 + 2.5 GB CLIP (fp32) + VAE,
-    all loaded on the CPU: the stages move to the GPU only what they need (see :mod:`loraedit_nb.memory`)."""
+def load_wan_hub(repo_id: str, dtype, device, opts: LoadOptions = LoadOptions()) -> Backbone:  # pragma: no cover
+    """The real Wan2.1-I2V-14B in diffusers format (needs the Hub). ~33 GB bf16 transformer (16.8 GB loaded straight
+    into fp8 with ``opts.fp8``) + 11 GB UMT5 (none with ``opts.stream_text_encoder``) + 2.5 GB CLIP (fp32) + VAE,
+    all on the CPU: the stages move to the GPU only what they need (see :mod:`loraedit_nb.memory`)."""
     from transformers import CLIPVisionModel, UMT5EncoderModel
 
     image_encoder = CLIPVisionModel.from_pretrained(repo_id, subfolder="image_encoder", dtype=torch.float32)
     vae = AutoencoderKLWan.from_pretrained(repo_id, subfolder="vae", torch_dtype=torch.float32)
     proc = clip_image_processor_class().from_pretrained(repo_id, subfolder="image_processor")
-    pipe = WanImageToVideoPipeline.from_pretrained(repo_id, vae=vae, image_encoder=image_encoder, image_processor=proc,
-                                                   torch_dtype=dtype)
+    text = pretrained_loader(UMT5EncoderModel, repo_id, "text_encoder", dtype=dtype)
+    pipe = WanImageToVideoPipeline.from_pretrained(
+        repo_id, vae=vae, image_encoder=image_encoder, image_processor=proc, torch_dtype=dtype,
+        transformer=load_transformer(WanTransformer3DModel, repo_id, "transformer", dtype, fp8=opts.fp8),
+        text_encoder=None if opts.stream_text_encoder else text())
     defaults = dict(WAN_DEFAULTS)
     if "720P" in repo_id:
         defaults.update(height=720, width=1280)
     bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder,
                   pipe.image_encoder, pipe.image_processor, max_sequence_length=512, defaults=defaults,
-                  text_encoder_loader=lambda: UMT5EncoderModel.from_pretrained(
-                      repo_id, subfolder="text_encoder", dtype=dtype).eval())
+                  text_encoder_loader=text, text_encoder_streamed=opts.stream_text_encoder)
     return place(bb, device)
 
 
-def load_wan22_hub(repo_id: str, dtype, device) -> Backbone:
+def load_wan22_hub(repo_id: str, dtype, device, opts: LoadOptions = LoadOptions()) -> Backbone:
     """Wan2.2 in diffusers format: I2V-A14B (two 14B experts + the Wan2.1 VAE, ~57 GB bf16 of experts on the CPU,
-    one on the GPU at a time) or TI2V-5B (one 5B transformer + the 48-channel x16 VAE). No CLIP image encoder: the
-    edited first frame reaches the model through the VAE condition and the prompt only. ``repo_id`` may be a local
-    copy of the Hub folder (tested on one written by the stock pipeline's ``save_pretrained``)."""
+    one on the GPU at a time; 29 GB with ``opts.fp8``) or TI2V-5B (one 5B transformer + the 48-channel x16 VAE).
+    No CLIP image encoder: the edited first frame reaches the model through the VAE condition and the prompt only.
+    ``repo_id`` may be a local copy of the Hub folder (tested on one written by the stock pipeline's
+    ``save_pretrained``)."""
     from transformers import UMT5EncoderModel
 
     vae = AutoencoderKLWan.from_pretrained(repo_id, subfolder="vae", torch_dtype=torch.float32)
-    pipe = WanImageToVideoPipeline.from_pretrained(repo_id, vae=vae, torch_dtype=dtype)
+    text = pretrained_loader(UMT5EncoderModel, repo_id, "text_encoder", dtype=dtype)
+    experts = {"transformer": load_transformer(WanTransformer3DModel, repo_id, "transformer", dtype, fp8=opts.fp8)}
+    if WanImageToVideoPipeline.load_config(repo_id).get("transformer_2", [None])[0] is not None:
+        experts["transformer_2"] = load_transformer(WanTransformer3DModel, repo_id, "transformer_2", dtype,
+                                                    fp8=opts.fp8)
+    pipe = WanImageToVideoPipeline.from_pretrained(repo_id, vae=vae, torch_dtype=dtype, **experts,
+                                                   text_encoder=None if opts.stream_text_encoder else text())
     ti2v = bool(pipe.config.expand_timesteps)
     defaults = dict(WAN22_TI2V_DEFAULTS if ti2v else WAN22_A14B_DEFAULTS)
     bb = Backbone(repo_id, pipe.transformer, pipe.vae, pipe.scheduler, pipe.tokenizer, pipe.text_encoder, None, None,
                   max_sequence_length=512, defaults=defaults, transformer_2=pipe.transformer_2,
-                  boundary_ratio=pipe.config.boundary_ratio,
-                  text_encoder_loader=lambda: UMT5EncoderModel.from_pretrained(
-                      repo_id, subfolder="text_encoder", dtype=dtype).eval())
+                  boundary_ratio=pipe.config.boundary_ratio, text_encoder_loader=text,
+                  text_encoder_streamed=opts.stream_text_encoder)
     return place(bb, device)
 
 
-def load_wan_folder(path: Path, meta: dict, transformer_class: type, vae_class: type, dtype, device) -> Backbone:
+def load_wan_folder(path: Path, meta: dict, transformer_class: type, vae_class: type, dtype, device,
+                    opts: LoadOptions = LoadOptions()) -> Backbone:
     """A Wan-family backbone folder (ours, or any diffusers Wan I2V folder) with the given transformer/VAE classes
-    (the loader maps class names to classes: Wan's, or the toy's)."""
+    (the loader maps class names to classes: Wan's, or the toy's), stored as ``opts`` says."""
     from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
 
     sname = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get("_class_name", "")
     scls = FlowMatchEulerDiscreteScheduler if sname == "FlowMatchEulerDiscreteScheduler" else UniPCMultistepScheduler
-    transformer = transformer_class.from_pretrained(path / "transformer", torch_dtype=dtype)
+    transformer = load_transformer(transformer_class, path, "transformer", dtype, fp8=opts.fp8)
     transformer_2 = None
     if (path / "transformer_2").is_dir():  # Wan2.2-I2V-A14B's low-noise expert
-        transformer_2 = transformer_class.from_pretrained(path / "transformer_2", torch_dtype=dtype).eval()
+        transformer_2 = load_transformer(transformer_class, path, "transformer_2", dtype, fp8=opts.fp8).eval()
     vae = vae_class.from_pretrained(path / "vae", torch_dtype=torch.float32)
-
-    def load_text_encoder():
-        return UMT5EncoderModel.from_pretrained(path / "text_encoder", dtype=dtype).eval()
+    text = pretrained_loader(UMT5EncoderModel, path / "text_encoder", None, dtype=dtype)
     enc = proc = None
     if (path / "image_encoder").is_dir():  # fp32, as for the Hub model and in diffusers' Wan docs
         enc = CLIPVisionModel.from_pretrained(path / "image_encoder", dtype=torch.float32)
         proc = clip_image_processor_class().from_pretrained(path / "image_processor")
     bb = Backbone(meta.get("name", path.name), transformer, vae, scls.from_pretrained(path / "scheduler"),
-                  AutoTokenizer.from_pretrained(path / "tokenizer"), load_text_encoder(), enc, proc,
+                  AutoTokenizer.from_pretrained(path / "tokenizer"),
+                  None if opts.stream_text_encoder else text(), enc, proc,
                   max_sequence_length=int(meta.get("max_sequence_length", 512)),
                   defaults=meta.get("defaults") or wan_defaults_for(transformer, path.name),
-                  text_encoder_loader=load_text_encoder, transformer_2=transformer_2,
-                  boundary_ratio=meta.get("boundary_ratio"))
+                  text_encoder_loader=text, transformer_2=transformer_2,
+                  boundary_ratio=meta.get("boundary_ratio"), text_encoder_streamed=opts.stream_text_encoder)
     for m in (bb.transformer, *bb.encoders):
         m.eval()
     return place(bb, device)
