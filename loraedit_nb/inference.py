@@ -205,6 +205,10 @@ def prepare_for_editing(backbone, memory_preset: str | None, frames: int, height
     preset = get_preset(memory_preset, backbone.device)
     tr = backbone.transformer
     dev = backbone.device
+    if not preset.edit_fp8 and is_fp8(tr) and not backbone.is_tiny:
+        print(f"memory_preset={preset.name!r} edits with bf16 weights, but this transformer is already stored in fp8 "
+              "(cast for training in this process, or loaded so): the edit runs in fp8. For bf16 weights, edit in "
+              "a fresh process (`python -m loraedit_nb edit`) or load the backbone again")
     if preset.edit_fp8 and not is_fp8(tr):
         if tr.dtype in (torch.bfloat16, torch.float16):
             if getattr(tr, "peft_config", None):

@@ -543,6 +543,9 @@ def enable_block_swap(transformer, n: int, device, transport: _Transport | None 
     handle = transformer.register_forward_hook(lambda m, a, out: _attach(swapper, out))
     swapper._handles.append(handle)
     transformer._loraedit_swapper = swapper
+    # a replaced swapper's blocks came back as their pinned host copies; those now resident on the GPU left their
+    # pinned buffers cached by torch (6.4 GB of host RAM for a 24GB edit after training, found by the simulation)
+    release_pinned_cache()
     return swapper
 
 

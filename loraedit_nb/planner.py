@@ -140,15 +140,17 @@ HUNYUAN = Family("hunyuan", "hunyuanvideo-i2v-33ch.transformer", "llava-llama-3-
 # Wan2.2 (not measured on a GPU by this project): the Wan figures, scaled by width. A14B = Wan2.1-I2V-14B's
 # transformer without CLIP, twice (the experts take turns on the GPU; host RAM holds both). TI2V-5B: 3072 wide,
 # tokens of 32 px (x16 VAE), 48 latent channels; its VAE convolves at half resolution after 2x2 input patches with
-# 160 (encoder) / 256 (decoder) base channels against Wan2.1's 96 at full resolution, so the Wan2.1 VAE figures are
-# scaled by 160/96/4 and 256/96/4 — an estimate, said in every plan's notes.
+# 160 (encoder) / 256 (decoder) base channels against Wan2.1's 96 at full resolution, so the Wan2.1 VAE encode
+# figures are scaled by 160/96/4 — an estimate, said in every plan's notes. The decode's 256/96/4 was 2.2x too
+# low: the full-size simulation (results/simulated_memory.json) counts 11.2 GB of untiled decode activations at
+# 49 and at 81 frames x 480 x 832, which a factor of 1.45 on the Wan2.1 envelope reproduces within 2 %.
 WAN22_A14B = Family("wan22-a14b", "wan2.2-i2v-a14b.transformer", "umt5-xxl.encoder", None, None, "wan2.1.vae",
                     text_tokens=512, context_tokens=512, text_releasable=True, guidance_passes=2, measured="wan",
                     experts=2, dtype_bytes={"text_encoder": 2, "vae": 4})
 WAN22_TI2V = Family("wan22-ti2v", "wan2.2-ti2v-5b.transformer", "umt5-xxl.encoder", None, None, "wan2.2.vae",
                     text_tokens=512, context_tokens=512, text_releasable=True, guidance_passes=2,
                     latent_channels=48, condition_channels=49, measured="wan", vae_spatial=16,
-                    vae_scale=(160 / 96 / 4, 256 / 96 / 4), dtype_bytes={"text_encoder": 2, "vae": 4})
+                    vae_scale=(160 / 96 / 4, 1.45), dtype_bytes={"text_encoder": 2, "vae": 4})
 BACKBONES = {
     "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers": WAN, "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers": WAN,
     "wan2.1-i2v-14b": WAN, "hunyuan-i2v": HUNYUAN, "hunyuanvideo-community/HunyuanVideo-I2V-33ch": HUNYUAN,
@@ -572,6 +574,9 @@ def editing_stage(fam: Family, stats: TransformerStats, clip: _Clip, preset: Mem
     out = editing_evictions(fam, stats, clip, preset, k, rank, fp8)
     stages = {"transformer": _stage(tr)}
     for c, (alone, beside) in comps.items():
+        if fam.experts > 1 and c != "vae":  # the expert switch places an expert at the first denoising step: the
+            stages[c] = _stage(alone)  # prompts are encoded before it (found by the full-size simulation)
+            continue
         stages[c if c in out else f"{c} beside the transformer"] = _stage(alone if c in out else beside)
     return _worst(stages)
 
@@ -612,18 +617,24 @@ def host_ram(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train
 
 def host_moments(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_train: int,
                  offloaded_inputs_gb: float = 0.0) -> dict[str, dict[str, float]]:
-    """Host RAM parts in GB at each moment: at **load** every component in its load dtype (the transformer
-    bf16: fp8 is cast on the CPU after loading); during **training** the pinned copies of the swapped blocks + the
-    encoders still held (the text encoder is freed with ``release_text_encoder`` where it can be re-loaded); while
-    **editing** with offload every component not on the GPU (transformer in its edit storage)."""
+    """Host RAM parts in GB at each moment, for a backbone loaded with this preset
+    (``load_backbone(..., memory_preset=)``): at **load** every component as the loader stores it (the transformer
+    bf16, or straight into fp8 where the preset trains and edits in fp8, :attr:`MemoryPreset.loads_fp8`; Wan's text
+    encoder not at all where it is streamed onto the GPU for new prompts, :attr:`MemoryPreset.streams_text_encoder`);
+    during **training** the pinned copies of the swapped blocks + the encoders still held (the text encoder is freed
+    with ``release_text_encoder`` where it can be re-loaded); while **editing** with offload every component not on
+    the GPU (transformer in its edit storage)."""
+    streamed = preset.streams_text_encoder and fam.text_releasable
     enc = {w: component_params(getattr(fam, w)) * fam.dtype_bytes[w] / GB
-           for w in ("text_encoder", "text_encoder_2", "image_encoder") if getattr(fam, w)}
+           for w in ("text_encoder", "text_encoder_2", "image_encoder")
+           if getattr(fam, w) and not (w == "text_encoder" and streamed)}
     vae = component_params(fam.vae) * 4 / GB
     base = {"process": HOST_BASELINE_GB}
-    bf16 = (stats.other_bytes_bf16 + sum(stats.block_bytes_bf16)) / GB
-    if fam.experts > 1:  # the experts not on the GPU wait in host RAM (bf16) the whole time
-        base["other_experts"] = bf16 * (fam.experts - 1)
-    moments = {"load": {**base, "transformer": bf16, **enc, "vae": vae}}
+    loaded, _ = _weights(stats, preset.loads_fp8, 0)
+    loaded /= GB
+    if fam.experts > 1:  # the experts not on the GPU wait in host RAM (as loaded) the whole time
+        base["other_experts"] = loaded * (fam.experts - 1)
+    moments = {"load": {**base, "transformer": loaded, **enc, "vae": vae}}
     train_blocks = stats.block_bytes_fp8 if preset.fp8_base else stats.block_bytes_bf16
     held = {w: v for w, v in enc.items() if not (w == "text_encoder" and preset.release_text_encoder
                                                   and fam.text_releasable)}
@@ -640,13 +651,16 @@ def host_moments(fam: Family, stats: TransformerStats, preset: MemoryPreset, k_t
 
 
 def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int = 832,
-         memory_preset: str | MemoryPreset = "24GB", *, rank: int = 16, batch_size: int = 1) -> Plan:
+         memory_preset: str | MemoryPreset = "24GB", *, rank: int = 16, batch_size: int = 1,
+         edit_fp8: bool | None = None) -> Plan:
     """Predicted memory of caching, training and editing ``frames x height x width`` clips on ``backbone`` (a name
     of :data:`BACKBONES` or a ``transformer.config`` dict) under ``memory_preset`` (a key of
     :data:`loraedit_nb.memory.MEMORY_PRESETS`; "auto" is the caller's to resolve), or a :class:`MemoryPreset`
     with a run's own options (``training.effective_preset``: a config that overrides the preset's fp8, optimiser or
     checkpoint offload is planned with those). ``"auto"`` block counts become the fewest blocks that make the stage
-    fit ``tier_gb * USABLE_FRACTION``."""
+    fit ``tier_gb * USABLE_FRACTION``. ``edit_fp8``: the storage the edit finds the transformer in, where it
+    differs from the preset's (an edit in the same process after a 48GB training run finds it already in fp8:
+    ``True``); None = the preset's."""
     if isinstance(memory_preset, MemoryPreset):
         preset = memory_preset
     elif memory_preset in MEMORY_PRESETS:
@@ -654,6 +668,9 @@ def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int =
     else:
         raise ValueError(f"memory_preset must be one of {list(MEMORY_PRESETS)}, got {memory_preset!r} (resolve "
                          "'auto' with memory.get_preset first)")
+    loaded_with = preset  # how load_backbone stored the weights (host RAM): the preset's own choice
+    if edit_fp8 is not None and edit_fp8 != preset.edit_fp8:
+        preset = replace(preset, edit_fp8=edit_fp8)
     fam, spec = resolve(backbone)
     stats = transformer_stats(spec)
     clip = _clip(spec, frames, height, width, fam.vae_spatial)
@@ -673,7 +690,7 @@ def plan(backbone: str | dict, frames: int = 49, height: int = 480, width: int =
               "editing": edit(k_edit)}
     off = batch_size * (L - 1) * sum(map(pinned_bytes, _offloaded_inputs(fam, stats, clip.tokens))) / GB \
         if preset.gradient_checkpointing and preset.offload_checkpoints else 0.0
-    moment, host = host_ram(fam, stats, preset, k_train, round(off, 3))
+    moment, host = host_ram(fam, stats, loaded_with, k_train, round(off, 3))
     name = backbone if isinstance(backbone, str) else f"{fam.name} transformer config"
     notes = _notes(fam, stats, clip, preset, stages, usable, k_train, k_edit, rank, batch_size)
     if fam.experts > 1:

@@ -695,12 +695,36 @@ class SimulatedGPU:
     fake_mode: object
     card_gb: float
 
+    def fake(self, t: torch.Tensor, dtype: torch.dtype | None = None, where: str = "host") -> torch.Tensor:
+        """A fake tensor shaped like ``t`` (in ``dtype``), counted on ``where``."""
+        with self.fake_mode:
+            out = torch.empty(t.shape, dtype=dtype or t.dtype, device="cpu")
+        self.tracker.retag(out, where)
+        return out
+
+    def checkpoint(self, model: torch.nn.Module, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+        """What :func:`~loraedit_nb.backbones.weights.safetensors_tensors` yields for ``model``'s checkpoint, one
+        fake host tensor at a time (floating tensors stored in ``dtype``, as the Hub's bf16 shards)."""
+        for name, t in model.state_dict(keep_vars=True).items():
+            yield name, self.fake(t, dtype if t.is_floating_point() else None)
+
+    def load(self, module: torch.nn.Module, dtype: torch.dtype, *, fp8: bool) -> torch.nn.Module:
+        """A meta-built module (dtypes from :func:`_meta`) as the package's loader leaves it: materialised whole as
+        ``from_pretrained`` does, or with ``fp8`` filled tensor by tensor into fp8 storage by the loader's own
+        :func:`~loraedit_nb.backbones.weights.fill` (so its host peak is that code's)."""
+        if not fp8:
+            return self.materialise(module)
+        from .backbones.weights import fill
+
+        return fill(module, self.checkpoint(module, dtype), via=dtype, materialise=self.fake)
+
     def materialise(self, module: torch.nn.Module, where: str = "host") -> torch.nn.Module:
         """A meta-built module's parameters and buffers as fake CPU tensors, counted on ``where`` (weights as
         ``from_pretrained`` leaves them: on the host)."""
-        with self.fake_mode:
-            module = module.to_empty(device="cpu")
-        self.tracker.adopt(list(module.parameters()) + list(module.buffers()), where)
+        with self.fake_mode:  # made where they belong (Placement reads the device): never counted elsewhere first
+            module = module.to_empty(device="cuda" if where == "gpu" else "cpu")
+        for t in (*module.parameters(), *module.buffers()):
+            self.tracker.retag(t, where)
         return module
 
 
@@ -748,45 +772,44 @@ def _fresh_accelerate() -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------------------- full-size runs
-def _meta(name: str, dtype: torch.dtype) -> torch.nn.Module:
-    """A shipped component config (``configs/``) built on ``meta`` in its load dtype; a transformer's
-    ``_keep_in_fp32_modules`` stay fp32 where ``from_pretrained(torch_dtype=...)`` keeps them."""
+def _meta(name: str, dtype: torch.dtype, fp8: bool = False) -> torch.nn.Module:
+    """A shipped component config (``configs/``) built on ``meta`` with the dtypes the loader gives it
+    (:func:`~loraedit_nb.backbones.weights.as_loaded`: ``from_pretrained(torch_dtype=dtype)``'s, + fp8 storage)."""
+    from .backbones.weights import as_loaded
     from .planner import _meta_model, load_config
 
     spec = load_config(name)
-    model = _meta_model(spec)
-    keep = []  # diffusers keeps _keep_in_fp32_modules fp32 in any dtype; transformers only under fp16 ("_strict": bf16)
-    if spec["_library"] == "diffusers" or dtype == torch.float16:
-        keep = list(getattr(model, "_keep_in_fp32_modules", None) or [])
-    keep += list(getattr(model, "_keep_in_fp32_modules_strict", None) or [])
-    for pname, p in model.named_parameters():
-        fp32 = any(k in pname.split(".") for k in keep)
-        p.data = p.data.to(torch.float32 if fp32 else dtype)
-    return model.eval()
+    return as_loaded(_meta_model(spec), dtype, fp8=fp8, library=spec["_library"])
 
 
-def build_backbone(sim: SimulatedGPU, name: str, *, layers: int | None = None):
+def build_backbone(sim: SimulatedGPU, name: str, *, layers: int | None = None, memory_preset: str | None = None):
     """A full-size backbone (Wan2.1-I2V-14B, Wan2.2-I2V-A14B, Wan2.2-TI2V-5B) as the package's Hub loader leaves
-    it: every weight on the host in its load dtype (bf16 transformer and text encoder, fp32 VAE and CLIP), the
-    execution device ``cuda``. ``layers``: fewer transformer blocks (quick checks; the real depth by default)."""
+    it for ``memory_preset`` (``load_backbone(..., memory_preset=)``, :func:`~loraedit_nb.backbones.weights.
+    load_options`): every weight on the host in its load dtype (bf16 transformer and text encoder, fp32 VAE and
+    CLIP), or on 16/24GB the transformer read tensor by tensor into fp8 and no text encoder (streamed onto the GPU
+    for new prompts), the execution device ``cuda``. ``layers``: fewer transformer blocks (quick checks)."""
     from diffusers import UniPCMultistepScheduler
 
     from .backbones.base import Backbone, _word_tokenizer, clip_image_processor_class, place
     from .backbones.wan import WAN22_A14B_DEFAULTS, WAN22_TI2V_DEFAULTS, WAN_DEFAULTS
+    from .backbones.weights import load_options
+    from .memory import get_preset
     from .planner import resolve
 
     fam, _ = resolve(name)
+    opts = load_options(get_preset(memory_preset) if memory_preset else None, torch.bfloat16)
     if fam.name == "hunyuan":
-        return _build_hunyuan(sim, name, fam, layers)
+        return _build_hunyuan(sim, name, fam, layers, opts)
 
     def transformer():
-        tr = _meta(fam.transformer, torch.bfloat16)
+        tr = _meta(fam.transformer, torch.bfloat16, opts.fp8)
         if layers is not None:
             tr.blocks = tr.blocks[:layers]
-        return sim.materialise(tr)
+        return sim.load(tr, torch.bfloat16, fp8=opts.fp8)
 
-    def text_encoder():
-        return sim.materialise(_meta(fam.text_encoder, torch.bfloat16))
+    def text_encoder(device=None):  # the loader's contract: on the host, or read straight onto a GPU ``device``
+        where = "gpu" if device is not None and torch.device(device).type == "cuda" else "host"
+        return sim.materialise(_meta(fam.text_encoder, torch.bfloat16), where)
 
     t1 = transformer()
     t2 = transformer() if fam.experts == 2 else None
@@ -802,13 +825,14 @@ def build_backbone(sim: SimulatedGPU, name: str, *, layers: int | None = None):
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0,
                                     num_train_timesteps=1000)
     tok = _word_tokenizer("a the red disc square moves left right".split())
-    bb = Backbone(name, t1, vae, sched, tok, text_encoder(), enc, proc, max_sequence_length=512,
-                  defaults=dict(defaults), transformer_2=t2, boundary_ratio=0.9 if t2 is not None else None,
-                  text_encoder_loader=text_encoder)
+    bb = Backbone(name, t1, vae, sched, tok, None if opts.stream_text_encoder else text_encoder(), enc, proc,
+                  max_sequence_length=512, defaults=dict(defaults), transformer_2=t2,
+                  boundary_ratio=0.9 if t2 is not None else None, text_encoder_loader=text_encoder,
+                  text_encoder_streamed=opts.stream_text_encoder)
     return place(bb, "cuda")
 
 
-def _build_hunyuan(sim: SimulatedGPU, name: str, fam, layers: int | None):
+def _build_hunyuan(sim: SimulatedGPU, name: str, fam, layers: int | None, opts):
     """HunyuanVideo-I2V as its Hub loader leaves it: bf16 transformer, Llava and CLIP text encoders, fp32 VAE, on
     the host. The tokenizers are word-level stand-ins with Llama-3's special tokens and the real prompt template
     (103 template tokens before the prompt, 576 image tokens), so every sequence has its real length."""
@@ -823,7 +847,7 @@ def _build_hunyuan(sim: SimulatedGPU, name: str, fam, layers: int | None):
                    set("a the red disc square moves left right".split()))
     tok = _word_tokenizer(words, special=SPECIAL_TOKENS, eos=False)
     tok_2 = _word_tokenizer(words)
-    tr = _meta(fam.transformer, torch.bfloat16)
+    tr = _meta(fam.transformer, torch.bfloat16, opts.fp8)
     if layers is not None:
         tr.transformer_blocks = tr.transformer_blocks[:layers]
         tr.single_transformer_blocks = tr.single_transformer_blocks[:layers]
@@ -834,7 +858,7 @@ def _build_hunyuan(sim: SimulatedGPU, name: str, fam, layers: int | None):
     clip = _meta(fam.text_encoder_2, torch.bfloat16)
     vae = _meta(fam.vae, torch.float32)
     proc = clip_image_processor_class()(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
-    bb = Backbone(name, sim.materialise(tr), sim.materialise(vae), FlowMatchEulerDiscreteScheduler(shift=7.0), tok,
+    bb = Backbone(name, sim.load(tr, torch.bfloat16, fp8=opts.fp8), sim.materialise(vae), FlowMatchEulerDiscreteScheduler(shift=7.0), tok,
                   sim.materialise(llava), None, proc, max_sequence_length=256, defaults=dict(HUNYUAN_DEFAULTS),
                   tokenizer_2=tok_2, text_encoder_2=sim.materialise(clip),
                   prompt_template=prompt_template_for(tok, template, 576))
@@ -866,6 +890,13 @@ class Simulation:
         d["stages"] = {k: v.to_json() for k, v in self.stages.items()}
         d["timeline"] = [(e, round(g, 3)) for e, g in self.timeline]
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Simulation:
+        """A recorded run back (``results/simulated_memory.json`` rows drop the timeline)."""
+        d = {**d, "stages": {k: StagePeak(**v) for k, v in d["stages"].items()},
+             "timeline": [tuple(x) for x in d.get("timeline", [])]}
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 def _swapped(memory: dict) -> int:
@@ -940,7 +971,7 @@ def simulate(backbone: str, memory_preset: str, frames: int = 49, height: int = 
     with simulated_gpu(card) as sim:
         tr = sim.tracker
         with tr.stage("load"):
-            bb = build_backbone(sim, backbone, layers=layers)
+            bb = build_backbone(sim, backbone, layers=layers, memory_preset=memory_preset)
         cfg = wan_config(memory_preset=memory_preset, steps=steps, log_every=1)
         leak: list[torch.Tensor] = []
         with tr.stage("caching"):
@@ -990,7 +1021,8 @@ def compare(sim: Simulation) -> dict:
     ``error`` = planner_tensors / simulated - 1."""
     from .planner import USABLE_FRACTION, plan
 
-    pl = plan(sim.backbone, sim.frames, sim.height, sim.width, sim.preset)
+    # the edit's storage as the run found it (after a 48GB training run in the same process: fp8 already)
+    pl = plan(sim.backbone, sim.frames, sim.height, sim.width, sim.preset, edit_fp8=sim.edit_settings.get("fp8"))
     usable = pl.tier_gb * USABLE_FRACTION
     rows = {}
     for name, sp in sim.stages.items():

@@ -6,6 +6,10 @@ is rewritten atomically after every row and rows already there are skipped, so a
 
     python scripts/simulate_table.py                 # everything missing
     python scripts/simulate_table.py --frames 49     # one clip length
+    python scripts/simulate_table.py --refresh       # the planner changed: compare the recorded runs again
+
+A row's simulated peaks depend on the package's code; its comparison depends on the planner too. ``--refresh``
+recomputes every comparison from the recorded peaks in seconds (no re-simulation).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from loraedit_nb.simulation import RECORDED, table_key
+from loraedit_nb.simulation import RECORDED, Simulation, compare, table_key
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = RECORDED
@@ -66,8 +70,15 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=832)
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--redo", action="store_true", help="run rows that are already in the file again")
+    ap.add_argument("--refresh", action="store_true", help="only recompute the comparisons with today's planner")
     a = ap.parse_args(argv)
     table = load()
+    if a.refresh:
+        for k, row in sorted(table.items()):
+            if "simulation" in row:
+                save_row(k, {**row, "comparison": compare(Simulation.from_json(row["simulation"]))})
+        print(f"compared {sum('simulation' in r for r in table.values())} recorded rows with the planner again")
+        return 0
     for frames in a.frames:
         for backbone in a.backbones:
             for preset in a.presets:

@@ -41,6 +41,16 @@ def test_moves_land_on_the_logical_device_they_ask_for_byte_exact():
     assert not torch.cuda.is_available() and torch.nn.Module._apply is not S._apply_by_set_data  # all undone
 
 
+def test_weights_read_straight_onto_the_gpu_never_pass_through_the_host():
+    """A loader that reads onto the GPU (the streamed text encoder's device_map) is materialised there: a host
+    count on the way would be a host RAM peak the real loader does not have."""
+    with S.simulated_gpu(24) as sim:
+        with sim.tracker.stage("load"):
+            m = sim.materialise(_linear(), "gpu")
+        assert m.weight.is_cuda and sim.tracker.total == {"gpu": 2_000_000, "host": 0, "pinned": 0}
+        assert sim.tracker.stages["load"].host_ram == 0
+
+
 def test_backward_and_a_checkpoint_recompute_are_counted_where_they_run():
     """Autograd's recompute runs inside loss.backward(): its activations must land on the GPU, not the host,
     and the peak comes from the backward (the recompute plus the gradients)."""
