@@ -531,6 +531,7 @@ def enable_block_swap(transformer, n: int, device, transport: _Transport | None 
     device = torch.device(device)
     if n <= 0:
         transformer.to(device)
+        release_pinned_cache()  # a replaced swapper's pinned copies, now on the device (see below)
         return None
     swapper = BlockSwapper(blocks, n, device, transport or make_transport(device), owner=transformer)
     block_ids = {id(b) for b in blocks}
