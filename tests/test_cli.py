@@ -134,7 +134,8 @@ def test_memory_preset_flag_reaches_the_training_config(clip_files, monkeypatch)
     tmp, _, _ = clip_files
     seen = {}
 
-    def fake_load(name, dtype=None, device=None):
+    def fake_load(name, dtype=None, device=None, memory_preset=None):
+        seen["load_preset"] = memory_preset  # the loader stores the weights as the preset runs them
         bb = tiny_random_backbone(image_encoder=False)
         bb.name = name  # looks like the real model to the CLI and default_config
         return bb
@@ -150,6 +151,7 @@ def test_memory_preset_flag_reaches_the_training_config(clip_files, monkeypatch)
               "--backbone", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "--frames", "5", "--height", "64", "--width",
               "64", "--memory-preset", "24GB"])
     cfg = seen["cfg"]
+    assert seen["load_preset"] == "24GB"
     assert cfg.memory_preset == "24GB" and cfg.fp8_base and cfg.optimizer == "adamw8bit"
     assert cfg.blocks_to_swap == "auto" and cfg.gradient_checkpointing and cfg.release_text_encoder
 
