@@ -409,9 +409,11 @@ def pinned_bytes(n: int) -> int:
 def _offloaded_inputs(fam: Family, stats: TransformerStats, n: int) -> list[int]:
     """Bytes of each tensor ``save_on_cpu`` copies to pinned memory per checkpointed block: the hidden-state
     stream(s) (:func:`_keep`), the context (a copy per block, although on the GPU it is one shared tensor) and the
-    bf16 time projection (6 x d, fp32)."""
+    time projection (6 x d, fp32; TI2V's expand_timesteps gives every token its own, 6 x d x n in bf16: 5.8 GB of
+    pinned memory at 49 frames that the full-size simulation counted and this had left out)."""
     ctx = 0 if fam.name == "hunyuan" else fam.context_tokens * stats.d * 2  # Hunyuan's text stream is in _keep
-    return [int(_keep(fam, stats, n)), ctx, 6 * stats.d * 4]
+    temb = 6 * stats.d * n * 2 if fam.name == "wan22-ti2v" else 6 * stats.d * 4
+    return [int(_keep(fam, stats, n)), ctx, temb]
 
 
 def _weights(stats: TransformerStats, fp8: bool, k: int) -> tuple[float, float]:
