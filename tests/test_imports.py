@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "loraedit_nb"
 CONCEPTS = ("masks", "conditioning", "regimes", "loss", "training", "inference", "evaluation", "lora")
-SHARED = ("backbones.base", "backbones.latents")
+SHARED = ("backbones.base", "backbones.latents", "backbones.weights")  # weights: loading helpers any family uses
 FAMILIES = ("backbones.wan", "backbones.hunyuan")
 
 
