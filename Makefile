@@ -4,7 +4,8 @@
 # make browser-test  - the notebooks and the mask painter in a real browser (Debian's chromium + chromium-driver)
 # make site          - execute the notebooks and refresh docs/ (Markdown + pictures + GIFs a browser of the repo sees)
 PYTHON ?= python3
-TORCH ?= torch==2.13.0
+# PyPI's torch + torchvision pair (CUDA builds that also run on a CPU, as Colab has); SAM2's processor needs torchvision
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -15,7 +16,7 @@ LAB_PORT ?= 8888
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

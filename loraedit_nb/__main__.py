@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, NotADirectoryError)
+# OSError: also weights that cannot be fetched (offline, gated), which the loaders explain in one line
+USER_ERRORS = (ValueError, OSError, ImportError)
 
 
 def main(argv: list[str] | None = None, *, catch: bool = False) -> int:

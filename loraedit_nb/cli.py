@@ -2,6 +2,7 @@
 
     python -m loraedit_nb train --video clip.mp4 --mask mask.npz --prompt "..." --out runs/NAME [--backbone ...]
     python -m loraedit_nb edit --run runs/NAME --edited-frame first.png [--edited-frames DIR] --out edited.mp4
+    python -m loraedit_nb mask --video clip.mp4 --point X,Y [--point X,Y,FRAME,neg] [--box ...] --out mask.npz
 
 ``train`` writes into the run folder: ``source.npz`` (the prepared clip exactly as trained on, float32, and its
 fps: what ``edit`` reads), ``source.mp4`` (the same clip as H.264, to watch), ``mask.npz`` (the prepared mask),
@@ -333,6 +334,89 @@ def cmd_first_frame(a: argparse.Namespace) -> None:
     print(f"edited first frame: {path}{where}")
 
 
+def parse_point(text: str):
+    """``X,Y[,FRAME][,neg][,objN]`` -> :class:`loraedit_nb.segmentation.Click` (FRAME defaults to 0)."""
+    from .segmentation import Click
+
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    flags = [t for t in parts[2:] if not re.fullmatch(r"-?\d+", t)]
+    nums = [t for t in parts[2:] if re.fullmatch(r"-?\d+", t)]
+    bad = [t for t in flags if t.lower() not in ("neg", "pos") and not re.fullmatch(r"obj\d+", t.lower())]
+    try:
+        x, y = float(parts[0]), float(parts[1])
+    except (IndexError, ValueError):
+        bad = bad or [text]
+    if bad or len(nums) > 1:
+        raise InputError(f"--point {text}: cannot read it.", "",
+                         cli="Write --point X,Y[,FRAME][,neg][,objN], e.g. --point 120,80 or --point 60,40,0,neg "
+                             "(pixels of the clip as read, from the top left; FRAME defaults to 0).")
+    obj = next((int(t[3:]) for t in flags if t.lower().startswith("obj")), 1)
+    return Click(x, y, int(nums[0]) if nums else 0, positive="neg" not in [t.lower() for t in flags], obj=obj)
+
+
+def parse_box(text: str):
+    """``X0,Y0,X1,Y1[,FRAME][,objN]`` -> :class:`loraedit_nb.segmentation.BoxPrompt`."""
+    from .segmentation import BoxPrompt
+
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    objs = [t for t in parts[4:] if re.fullmatch(r"obj\d+", t.lower())]
+    rest = [t for t in parts[4:] if t not in objs]
+    try:
+        x0, y0, x1, y1 = (float(t) for t in parts[:4])
+        frame = int(rest[0]) if rest else 0
+        if len(rest) > 1:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"--box {text}: cannot read it.", "",
+                         cli="Write --box X0,Y0,X1,Y1[,FRAME][,objN], e.g. --box 40,30,120,140 (two opposite "
+                             "corners in pixels of the clip as read).") from None
+    return BoxPrompt(x0, y0, x1, y1, frame, obj=int(objs[0][3:]) if objs else 1)
+
+
+def cmd_mask(a: argparse.Namespace) -> None:
+    """Click-to-track: SAM2 (or the flow stand-in) from points/boxes to a mask that ``train`` takes unchanged."""
+    with in_flags():
+        _mask(a)
+
+
+def _mask(a: argparse.Namespace) -> None:
+    import time
+
+    from .segmentation import load_segmenter, segment_video
+    from .video import hstack, write_video
+
+    _must_exist(video=a.video)
+    if not a.point and not a.box:
+        raise InputError("no prompts.", "", cli="Add --point X,Y on the object (repeatable) or --box X0,Y0,X1,Y1.")
+    prompts = [parse_point(t) for t in a.point or []] + [parse_box(t) for t in a.box or []]
+    video, fps = read_video(a.video)
+    T0 = len(video)
+    if a.frames:  # only the frames train will sample: the mask is (frames, H, W), which train also accepts
+        check_frame_count(a.frames)
+        video = video[sample_indices(T0, a.frames)]
+        fps = fps * a.frames / T0
+    out = Path(a.out)
+    if out.suffix.lower() != ".npz":
+        raise InputError(f"--out {a.out}: the mask is written as .npz.", "", cli="Give --out NAME.npz.")
+    seg = load_segmenter(a.segmenter, device=a.device)
+    t0 = time.perf_counter()
+    mask = segment_video(video, prompts, segmenter=seg, dilate=a.dilate, boxes_from_components=a.boxes_from_components,
+                         expand_ratio=a.expand_ratio, min_area=a.min_area, flow_union=a.flow_union)
+    took = time.perf_counter() - t0
+    M.save_npz(out, mask)
+    preview = out.with_suffix(".preview.mp4")
+    write_video(preview, hstack(video, M.overlay(video, mask), labels=["source", "mask"]), fps)
+    cover = mask.reshape(len(mask), -1).mean(axis=1)
+    print(f"mask: {out} ({mask.shape[0]} frames of {mask.shape[1]}x{mask.shape[2]}, {100 * cover.mean():.1f} % "
+          f"marked on average, {100 * cover.min():.1f}-{100 * cover.max():.1f} % per frame); preview: {preview}; "
+          f"{seg.name}: {took / len(mask):.2f} s per frame")
+    if not getattr(seg, "meaningful", True):
+        print("note: the tiny random SAM2 has no trained weights: this mask is meaningless (plumbing only)",
+              file=sys.stderr)
+    hint = f" --frames {a.frames}" if a.frames else ""
+    print(f"next: python -m loraedit_nb train --video {a.video} --mask {out}{hint} --prompt \"...\" --out runs/NAME")
+
+
 def _runtime_args(p: argparse.ArgumentParser) -> None:
     from .memory import PRESET_NAMES
 
@@ -409,6 +493,28 @@ def add_parsers(sub) -> None:
     e.add_argument("--backbone", help="override the run's backbone")
     _runtime_args(e)
     e.set_defaults(func=cmd_edit)
+
+    m = sub.add_parser("mask", help="click-to-track: a LoRA-Edit mask from points/boxes with SAM2 (or optical flow)")
+    m.add_argument("--video", required=True, help="source video file or folder of frames")
+    m.add_argument("--point", action="append", metavar="X,Y[,FRAME][,neg][,objN]",
+                   help="a click on the object, in pixels of the clip as read (repeatable); neg = not the object; "
+                        "objN = object N (default 1)")
+    m.add_argument("--box", action="append", metavar="X0,Y0,X1,Y1[,FRAME][,objN]",
+                   help="a box around the object (one per object and frame)")
+    m.add_argument("--dilate", type=int, default=0, help="grow the mask by N pixels")
+    m.add_argument("--boxes-from-components", action="store_true",
+                   help="the paper's post-processing: each component becomes its box grown by --expand-ratio")
+    m.add_argument("--expand-ratio", type=float, default=0.1)
+    m.add_argument("--min-area", type=int, default=50, help="drop components under this many pixels (with boxes)")
+    m.add_argument("--flow-union", action="store_true", help="add the optical-flow propagation of the first "
+                   "prompted frame")
+    m.add_argument("--frames", type=int, help="track only the 4k+1 frames train samples (then pass the same "
+                   "--frames to train); FRAME indices are in that sampled clip")
+    m.add_argument("--segmenter", default="tiny", help="tiny|small|base-plus|large (SAM2.1), a Hub id, a local "
+                   "folder, 'flow' (no weights) or 'random-tiny' (plumbing only)")
+    m.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    m.add_argument("--out", required=True, help="mask .npz; a preview PATH.preview.mp4 is written beside it")
+    m.set_defaults(func=cmd_mask)
 
     f = sub.add_parser("first-frame", help="edit frame 0 by an instruction (FLUX.1 Kontext), inside the mask")
     f.add_argument("--image", required=True, help="frame 0 of the clip (PNG/JPG), at the clip's size")

@@ -301,6 +301,23 @@ def propagate_flow(video: np.ndarray, first_mask: np.ndarray, *, method: str = "
     return mask
 
 
+def propagate_both_ways(video: np.ndarray, frame_mask: np.ndarray, t: int, *, method: str = "farneback",
+                        warn: bool = True) -> np.ndarray:
+    """Carry frame ``t``'s mask ``(H, W)`` to every frame of ``video`` ``(T, H, W, 3)``: forward from ``t`` and
+    backward (the clip reversed), each with :func:`propagate_flow`. Returns bool ``(T, H, W)`` with frame ``t`` =
+    ``frame_mask``."""
+    T = len(video)
+    if not -T <= t < T:
+        raise InputError(f"frame {t} is out of range for a {T}-frame video.", f"Use a frame index in 0..{T - 1}.")
+    t %= T
+    frame_mask = np.asarray(frame_mask).astype(bool)
+    out = np.zeros((T, *frame_mask.shape), dtype=bool)
+    out[t:] = propagate_flow(video[t:], frame_mask, method=method, warn=warn)
+    if t > 0:
+        out[: t + 1] = propagate_flow(video[t::-1], frame_mask, method=method, warn=warn)[::-1]
+    return out
+
+
 def _region_shift(prev: np.ndarray, cur: np.ndarray, region: np.ndarray, search: int | None = None, *,
                   prior: np.ndarray | None = None, smooth: float = 1e-3) -> tuple[np.ndarray, float]:
     """The translation ``(dx, dy)`` of the pixels ``region`` marks in ``prev`` to ``cur``: masked template matching

@@ -14,7 +14,9 @@ headless, so a mask painted by hand can always be re-made in code:
 
 Every function returns a **new** array (the input is never modified), which is what makes the widget's undo a
 simple stack. The widget's tools (:data:`TOOL_TABLE`) say what a press, a drag and a release do with them:
-:class:`StrokeTool` (brush, eraser) and :class:`BoxTool` (box, box eraser).
+:class:`StrokeTool` (brush, eraser), :class:`BoxTool` (box, box eraser) and :class:`ClickTool` (click +, click −:
+SAM2 click-to-track, :mod:`loraedit_nb.segmentation`; every click re-tracks the object from all clicks so far and
+the tracked mask replaces the painted one, which the brush can then correct).
 
 The canvas is at most 512 px on its long side (:func:`default_scale`): tiny toy-world clips (32x32) are zoomed by
 a whole factor, large frames shrunk; mouse positions are mapped back to pixels with :func:`canvas_to_pixel`.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import html
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,12 +114,7 @@ def propagate(video: np.ndarray, mask: np.ndarray, t: int = 0, *, method: str = 
     video = check_video(video)
     mask = M.check_mask(mask, video)
     t = _check_frame_index(mask, t)
-    out = mask.copy()
-    if t < len(mask) - 1:
-        out[t:] = M.propagate_flow(video[t:], mask[t], method=method)
-    if t > 0:
-        out[: t + 1] = M.propagate_flow(video[t::-1], mask[t], method=method)[::-1]
-    return out
+    return M.propagate_both_ways(video, mask[t], t, method=method)
 
 
 def dilate(mask: np.ndarray, r: int = 1) -> np.ndarray:
@@ -190,6 +188,22 @@ def preview_frame(frame: np.ndarray, frame_mask: np.ndarray, scale: float = 1, *
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def draw_clicks(image: np.ndarray, clicks: Sequence, scale: float | tuple[float, float]) -> np.ndarray:
+    """Mark clicks on a canvas image (uint8 ``(h, w, 3)``, ``scale`` canvas pixels per video pixel): a green dot
+    for a positive click, a red one for a negative, each ringed in white, at the centre of its video pixel. Returns
+    a new image."""
+    import cv2
+
+    sx, sy = (scale, scale) if np.isscalar(scale) else scale
+    out = np.ascontiguousarray(image.copy())
+    r = max(3, int(round(min(out.shape[:2]) / 80)))
+    for c in clicks:
+        centre = (int((int(c.x) + 0.5) * sx), int((int(c.y) + 0.5) * sy))
+        cv2.circle(out, centre, r + 1, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.circle(out, centre, r, (40, 200, 60) if c.positive else (230, 40, 40), -1, cv2.LINE_AA)
+    return out
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """A uint8 ``(H, W, 3)`` RGB image as PNG bytes."""
     import cv2
@@ -208,7 +222,7 @@ class Drag:
     """A press-drag-release in progress: the ``tool`` and frame ``t`` it started on (they stay fixed until the
     release) and the pixel positions ``(x, y)`` it went through, the press first."""
 
-    tool: StrokeTool | BoxTool
+    tool: StrokeTool | BoxTool | ClickTool
     t: int
     points: list[tuple[float, float]]
 
@@ -279,11 +293,34 @@ class BoxTool:
                        f"{self.verb} the box x {xa}–{xb}, y {ya}–{yb} on frame {drag.t}")
 
 
-TOOL_TABLE: dict[str, StrokeTool | BoxTool] = {tool.name: tool for tool in (
+@dataclass(frozen=True)
+class ClickTool:
+    """Click-to-track: a press is a positive (``positive=True``) or negative click at that video pixel of the frame
+    on screen (:meth:`MaskPainter.click`); SAM2 re-tracks the object from all clicks so far. One undo step."""
+
+    name: str
+    help: str
+    positive: bool
+    verb: str
+
+    def press(self, painter: MaskPainter, drag: Drag) -> None:
+        x, y = drag.points[0]
+        painter.click(x, y, positive=self.positive, t=drag.t)
+
+    def move(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
+        pass  # a click is its press
+
+    def release(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
+        pass
+
+
+TOOL_TABLE: dict[str, StrokeTool | BoxTool | ClickTool] = {tool.name: tool for tool in (
     StrokeTool("brush", "press and drag to paint the edit region", value=True, verb="painted"),
     StrokeTool("eraser", "press and drag to erase", value=False, verb="erased"),
     BoxTool("box", "drag a rectangle to fill it", value=True, verb="filled"),
     BoxTool("box eraser", "drag a rectangle to clear it", value=False, verb="cleared"),
+    ClickTool("click +", "click on the object: SAM2 tracks it through the clip", positive=True, verb="clicked"),
+    ClickTool("click −", "click on what is not the object (a negative click)", positive=False, verb="clicked"),
 )}
 """Tool name (as on the painter's buttons) -> what a drag with it does."""
 TOOLS = tuple(TOOL_TABLE)
@@ -347,8 +384,16 @@ class MaskPainter(ipywidgets.VBox):
     line can say ``name.mask``. Display it (it is an ``ipywidgets.VBox``), paint, then read :attr:`mask`.
 
     Tools: **brush** / **eraser** (round, ``size`` = radius in video pixels), **box** / **box eraser** (drag a
-    rectangle), a frame slider, **propagate** (carry the shown frame's mask to every other frame with optical
-    flow), **dilate** (grow by 1 px on every frame), **clear frame**, **undo**. The red tint is the edit region.
+    rectangle), **click +** / **click −** (click-to-track: each click re-tracks the object through the whole clip
+    from all clicks so far, :meth:`click`; green and red dots mark the clicks on their frame), a frame slider,
+    **propagate** (carry the shown frame's mask to every other frame with optical flow), **dilate** (grow by 1 px on
+    every frame), **clear frame**, **forget clicks** (start a new set of clicks; the mask stays), **undo**. The red
+    tint is the edit region.
+
+    ``segmenter``: what the clicks track with. ``"auto"`` (default) loads SAM2.1 tiny at the first click
+    (:func:`loraedit_nb.segmentation.load_segmenter`); where its weights are not available the painter says so once
+    and the flow stand-in (:class:`loraedit_nb.segmentation.FlowTracker`) takes over. Or pass a loaded segmenter,
+    or a name for ``load_segmenter``.
     The status line says what the last action changed. What each tool does to a drag: :data:`TOOL_TABLE`.
 
     The canvas has a fixed size: by default the long side is at most 512 screen pixels (:func:`default_scale`;
@@ -369,7 +414,7 @@ class MaskPainter(ipywidgets.VBox):
     """
 
     def __init__(self, video: np.ndarray, mask: np.ndarray | None = None, *, scale: float | None = None,
-                 brush_size: int = 2, max_undo: int = 30, name: str | None = None):
+                 brush_size: int = 2, max_undo: int = 30, name: str | None = None, segmenter="auto"):
         video = check_video(video)
         T, H, Wd = video.shape[:3]
         self.video = video
@@ -379,7 +424,11 @@ class MaskPainter(ipywidgets.VBox):
         if not float(self.scale) > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         self.canvas_width, self.canvas_height = canvas_size(H, Wd, self.scale)
-        self._undo: list[tuple[np.ndarray, str]] = []  # (mask before the action, what the action did)
+        # (mask before the action, what the action did, the clicks before it)
+        self._undo: list[tuple[np.ndarray, str, tuple]] = []
+        self._clicks: tuple = ()  # segmentation.Click, in the order given
+        self._segmenter = segmenter
+        self._notice = ""  # a one-off line above the status (SAM2 not available)
         self._max_undo = max(1, int(max_undo))
         self._drag: Drag | None = None
         self._message = "ready: " + TOOL_TABLE["brush"].help
@@ -388,7 +437,8 @@ class MaskPainter(ipywidgets.VBox):
         self._connect()
         controls = ipywidgets.VBox([
             _row(self.tool, self.size),
-            _row(self.frame, self.propagate_button, self.dilate_button, self.clear_button, self.undo_button),
+            _row(self.frame, self.propagate_button, self.dilate_button, self.clear_button, self.forget_button,
+                 self.undo_button),
             self.status,
         ])
         super().__init__([self._style, controls, self.canvas], layout=ipywidgets.Layout(align_items="flex-start"))
@@ -407,6 +457,8 @@ class MaskPainter(ipywidgets.VBox):
                                         "with optical flow (forwards and backwards)")
         self.dilate_button = _button("dilate", "expand", "grow the mask of every frame by 1 px")
         self.clear_button = _button("clear frame", "eraser", "empty this frame's mask")
+        self.forget_button = _button("forget clicks", "times", "forget the clicks so far (the mask stays): the "
+                                     "next click starts a new track")
         self.undo_button = _button("undo", "undo", "undo the last action")
         self.status = ipywidgets.HTML(layout=ipywidgets.Layout(width="auto"))
         self._style = ipywidgets.HTML(_STYLE, layout=ipywidgets.Layout(display="none"))
@@ -419,6 +471,7 @@ class MaskPainter(ipywidgets.VBox):
         self.propagate_button.on_click(lambda _: self.propagate())
         self.dilate_button.on_click(lambda _: self.dilate())
         self.clear_button.on_click(lambda _: self.clear_frame())
+        self.forget_button.on_click(lambda _: self.forget_clicks())
         self.undo_button.on_click(lambda _: self.undo())
         self.canvas.on_mouse_down(self.on_mouse_down)
         self.canvas.on_mouse_move(self.on_mouse_move)
@@ -437,11 +490,20 @@ class MaskPainter(ipywidgets.VBox):
     def mask(self, value: np.ndarray) -> None:
         self._apply(M.check_mask(value, self.video).copy(), "mask set from code")
 
-    def _apply(self, new: np.ndarray, label: str) -> None:
-        """Make ``new`` the mask (one undo step, remembered as ``label``) and say so in the status line."""
-        self._undo.append((self._mask, label))
+    @property
+    def clicks(self) -> list:
+        """The clicks so far (:class:`loraedit_nb.segmentation.Click`, video pixels, in order): pass them to
+        :func:`loraedit_nb.segmentation.segment_video` to re-make the tracked mask in code."""
+        return list(self._clicks)
+
+    def _apply(self, new: np.ndarray, label: str, clicks: Sequence | None = None) -> None:
+        """Make ``new`` the mask (and ``clicks`` the clicks, when given): one undo step, remembered as ``label``,
+        and said in the status line."""
+        self._undo.append((self._mask, label, self._clicks))
         del self._undo[: -self._max_undo]
         self._mask = new
+        if clicks is not None:
+            self._clicks = tuple(clicks)
         self._message = label
         self.redraw()
 
@@ -456,7 +518,7 @@ class MaskPainter(ipywidgets.VBox):
 
     def _relabel(self, label: str) -> None:
         """Rename the last undo step (once a stroke is finished and its size known) and say so."""
-        self._undo[-1] = (self._undo[-1][0], label)
+        self._undo[-1] = (self._undo[-1][0], label, self._undo[-1][2])
         self._say(label)
 
     def _say(self, message: str) -> None:
@@ -468,7 +530,7 @@ class MaskPainter(ipywidgets.VBox):
         if not self._undo:
             self._say("nothing to undo")
             return
-        self._mask, label = self._undo.pop()
+        self._mask, label, self._clicks = self._undo.pop()
         self._message = f"undid: {label}"
         self.redraw()
 
@@ -483,6 +545,53 @@ class MaskPainter(ipywidgets.VBox):
         T = len(new)
         self._apply(new, f"propagated frame {t}'s mask to the {T - 1} other frames "
                          f"({100 * new.mean():.1f} % marked on average, was {100 * before:.1f} %)")
+
+    def click(self, x: float, y: float, positive: bool = True, t: int | None = None) -> None:
+        """A click at video pixel ``(x, y)`` of frame ``t`` (default: the frame on screen): the object is tracked
+        through the whole clip from all clicks so far (:func:`loraedit_nb.segmentation.segment_video`) and the
+        tracked mask replaces the mask (the brush can correct it afterwards). One undo step, which also takes the
+        click back. A click that cannot be tracked (only negative clicks so far, nothing found) is kept, and the
+        status line says why."""
+        from .segmentation import Click, segment_video, segmenter_name
+        from .video import InputError
+
+        t = self.frame.value if t is None else _check_frame_index(self._mask, t)
+        _, H, Wd = self._mask.shape
+        c = Click(float(min(max(int(x), 0), Wd - 1)), float(min(max(int(y), 0), H - 1)), t, bool(positive))
+        clicks = (*self._clicks, c)
+        kind = "click +" if positive else "click −"
+        where = f"{kind} at ({int(c.x)}, {int(c.y)}) on frame {t}"
+        seg = self._tracker()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                new = segment_video(self.video, clicks, segmenter=seg, progress=False)
+        except InputError as e:
+            self._apply(self._mask, f"{where}: {e}", clicks=clicks)
+            return
+        note = "".join(f" <i>({html.escape(str(w.message))})</i>" for w in caught[:1])
+        self._apply(new, f"{where}: tracked {len(clicks)} click{'s' * (len(clicks) > 1)} with "
+                         f"{segmenter_name(seg)} ({100 * new.mean():.1f} % marked on average){note}", clicks=clicks)
+
+    def _tracker(self):
+        """The segmenter the clicks use, loaded at the first click; the flow stand-in where SAM2 is not available
+        (said once, in the status line)."""
+        if isinstance(self._segmenter, str):
+            from .segmentation import FlowTracker, load_segmenter
+
+            name = "tiny" if self._segmenter == "auto" else self._segmenter
+            try:
+                self._segmenter = load_segmenter(name)
+            except (OSError, ImportError) as e:
+                self._segmenter = FlowTracker()
+                self._notice = (f"SAM2 is not available ({html.escape(str(e).split('. ')[0])}): clicks use the flow "
+                                "stand-in (a colour region around the click, carried by optical flow).")
+        return self._segmenter
+
+    def forget_clicks(self) -> None:
+        n = len(self._clicks)
+        self._apply(self._mask, f"forgot {n} click{'s' * (n != 1)} (the mask stays); the next click starts a new "
+                                "track", clicks=())
 
     def dilate(self, r: int = 1) -> None:
         before = self._mask.mean()
@@ -537,7 +646,12 @@ class MaskPainter(ipywidgets.VBox):
     def preview(self) -> np.ndarray:
         """What the canvas shows: the current frame with its mask, uint8 ``(canvas_height, canvas_width, 3)``."""
         t = self.frame.value
-        return preview_frame(self.video[t], self._mask[t], self.scale)
+        img = preview_frame(self.video[t], self._mask[t], self.scale)
+        here = [c for c in self._clicks if c.frame == t]
+        if not here:
+            return img
+        _, H, Wd = self._mask.shape
+        return draw_clicks(img, here, (self.canvas_width / Wd, self.canvas_height / H))
 
     def redraw(self) -> None:
         self._image_layer.put_image_data(self.preview(), 0, 0)
@@ -551,11 +665,16 @@ class MaskPainter(ipywidgets.VBox):
         t = self.frame.value
         T = len(self._mask)
         painted = int(self._mask.reshape(T, -1).any(1).sum())
+        notice, self._notice = self._notice, ""  # said once
+        n_pos = sum(c.positive for c in self._clicks)
+        clicks = (f" · clicks: {n_pos} +, {len(self._clicks) - n_pos} −" if self._clicks else "")
         self.status.value = (
             '<div style="line-height: 1.5">'
-            f"<b>{self._message}</b><br>"
+            + (f"<span style='color:#a60'>{notice}</span><br>" if notice else "")
+            + f"<b>{self._message}</b><br>"
             f"frame {t}: {100 * self._mask[t].mean():.1f} % marked for editing · {painted}/{T} frames have a mask "
-            f"({100 * self._mask.mean():.1f} % on average) · tool {self.tool.value}, size {self.size.value}<br>"
+            f"({100 * self._mask.mean():.1f} % on average) · tool {self.tool.value}, size {self.size.value}"
+            f"{clicks}<br>"
             f"<small><i>Red = edit (True); {self._read_hint()}. Keys go to the canvas only while the pointer is on "
             "it: then click the notebook to use its shortcuts again.</i></small></div>")
 
@@ -598,5 +717,5 @@ def for_static_page(nb):
 
 
 __all__ = ["MaskPainter", "for_static_page", "paint", "stroke", "box", "propagate", "dilate", "clear",
-           "canvas_to_pixel", "canvas_size", "preview_frame", "png_bytes", "default_scale", "TOOLS", "TOOL_TABLE",
-           "StrokeTool", "BoxTool", "Drag", "WIDGET_VIEW"]
+           "canvas_to_pixel", "canvas_size", "preview_frame", "draw_clicks", "png_bytes", "default_scale", "TOOLS",
+           "TOOL_TABLE", "StrokeTool", "BoxTool", "ClickTool", "Drag", "WIDGET_VIEW"]

@@ -17,15 +17,35 @@ def _norm(req: str) -> str:
     return re.sub(r"\s+", "", req).lower().replace("_", "-")
 
 
-def test_environment_yml_matches_pyproject():
-    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    want = {_norm(r) for r in py["dependencies"] + py["optional-dependencies"]["dev"]}
-    env = ROOT / "environment.yml"
-    lines = env.read_text().splitlines()
+PINNED = ("torch", "torchvision")  # environment.yml and the Makefile pin a pair; pyproject.toml gives a range
+
+
+def _env_pip_lines() -> list[str]:
+    lines = (ROOT / "environment.yml").read_text().splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.strip() == "- pip:")
-    pip_lines = [ln.strip()[2:] for ln in lines[start + 1 :] if ln.strip().startswith("- ")]
-    have = {_norm(x) for x in pip_lines if not x.startswith("-e")}
+    return [ln.strip()[2:].split("#")[0].strip() for ln in lines[start + 1 :] if ln.strip().startswith("- ")]
+
+
+def test_environment_yml_matches_pyproject():
+    from packaging.requirements import Requirement
+
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r.split("#")[0]) for r in py["dependencies"] + py["optional-dependencies"]["dev"]]
+    want = {_norm(str(r)) for r in reqs if r.name not in PINNED}
+    env = [Requirement(x) for x in _env_pip_lines() if not x.startswith("-e")]
+    have = {_norm(str(r)) for r in env if r.name not in PINNED}
     assert have == want, f"only in environment.yml: {have - want}; only in pyproject: {want - have}"
+    ranges = {r.name: r.specifier for r in reqs}
+    for r in (r for r in env if r.name in PINNED):  # the pinned pair lies inside pyproject's range
+        (pin,) = r.specifier
+        assert pin.operator == "==" and ranges[r.name].contains(pin.version), (str(r), str(ranges[r.name]))
+    assert sorted(r.name for r in env if r.name in PINNED) == sorted(PINNED)
+
+
+def test_the_makefile_installs_the_pinned_pair():
+    env = {r.split("==")[0]: r for r in _env_pip_lines() if r.split("==")[0] in PINNED}
+    make = re.search(r"^TORCH \?= (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    assert sorted(make) == sorted(env.values())
 
 
 def test_ci_runs_exactly_the_readme_test_command():
