@@ -858,7 +858,8 @@ def _build_hunyuan(sim: SimulatedGPU, name: str, fam, layers: int | None, opts):
     clip = _meta(fam.text_encoder_2, torch.bfloat16)
     vae = _meta(fam.vae, torch.float32)
     proc = clip_image_processor_class()(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
-    bb = Backbone(name, sim.load(tr, torch.bfloat16, fp8=opts.fp8), sim.materialise(vae), FlowMatchEulerDiscreteScheduler(shift=7.0), tok,
+    bb = Backbone(name, sim.load(tr, torch.bfloat16, fp8=opts.fp8), sim.materialise(vae),
+                  FlowMatchEulerDiscreteScheduler(shift=7.0), tok,
                   sim.materialise(llava), None, proc, max_sequence_length=256, defaults=dict(HUNYUAN_DEFAULTS),
                   tokenizer_2=tok_2, text_encoder_2=sim.materialise(clip),
                   prompt_template=prompt_template_for(tok, template, 576))

@@ -295,17 +295,17 @@ class BoxTool:
 
 @dataclass(frozen=True)
 class ClickTool:
-    """Click-to-track: a press is a positive (``positive=True``) or negative click at that video pixel of the frame
-    on screen (:meth:`MaskPainter.click`); SAM2 re-tracks the object from all clicks so far. One undo step."""
+    """Click-to-track: a press is a positive (``value=True``) or negative click at that video pixel of the frame on
+    screen (:meth:`MaskPainter.click`); SAM2 re-tracks the object from all clicks so far. One undo step."""
 
     name: str
     help: str
-    positive: bool
+    value: bool
     verb: str
 
     def press(self, painter: MaskPainter, drag: Drag) -> None:
         x, y = drag.points[0]
-        painter.click(x, y, positive=self.positive, t=drag.t)
+        painter.click(x, y, positive=self.value, t=drag.t)
 
     def move(self, painter: MaskPainter, drag: Drag, p: tuple[float, float]) -> None:
         pass  # a click is its press
@@ -319,8 +319,8 @@ TOOL_TABLE: dict[str, StrokeTool | BoxTool | ClickTool] = {tool.name: tool for t
     StrokeTool("eraser", "press and drag to erase", value=False, verb="erased"),
     BoxTool("box", "drag a rectangle to fill it", value=True, verb="filled"),
     BoxTool("box eraser", "drag a rectangle to clear it", value=False, verb="cleared"),
-    ClickTool("click +", "click on the object: SAM2 tracks it through the clip", positive=True, verb="clicked"),
-    ClickTool("click −", "click on what is not the object (a negative click)", positive=False, verb="clicked"),
+    ClickTool("click +", "click on the object: SAM2 tracks it through the clip", value=True, verb="clicked"),
+    ClickTool("click −", "click on what is not the object (a negative click)", value=False, verb="clicked"),
 )}
 """Tool name (as on the painter's buttons) -> what a drag with it does."""
 TOOLS = tuple(TOOL_TABLE)

@@ -296,7 +296,8 @@ def test_tool_buttons_come_from_the_tool_table():
     assert list(p.tool.tooltips) == [Wg.TOOL_TABLE[k].help for k in Wg.TOOLS]
     kinds = {k: (type(t), t.value) for k, t in Wg.TOOL_TABLE.items()}
     assert kinds == {"brush": (Wg.StrokeTool, True), "eraser": (Wg.StrokeTool, False),
-                     "box": (Wg.BoxTool, True), "box eraser": (Wg.BoxTool, False)}
+                     "box": (Wg.BoxTool, True), "box eraser": (Wg.BoxTool, False),
+                     "click +": (Wg.ClickTool, True), "click −": (Wg.ClickTool, False)}
 
 
 def test_a_drag_keeps_the_tool_and_frame_it_started_on():

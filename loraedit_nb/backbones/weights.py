@@ -57,7 +57,8 @@ def fill(model: torch.nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], *,
          ) -> torch.nn.Module:
     """Read ``(name, tensor)`` pairs into ``model``'s ``meta`` slots, each cast to its slot's dtype on ``device``
     as it arrives, so at most one source tensor is alive beside the model. ``via``: the load dtype an fp8 slot's
-    tensor passes through first, so the values are bit-identical to loading in ``via`` and casting afterwards. Every parameter and persistent buffer
+    tensor passes through first, so the values are bit-identical to loading in ``via`` and casting afterwards.
+    Every parameter and persistent buffer
     must come exactly once: a missing or unexpected name, or a shape that differs, raises (a checkpoint of another
     model). Non-persistent buffers (rotary tables) that are still on ``meta`` afterwards are made by
     ``materialise`` (``torch.empty_like`` on ``device`` by default), as ``from_pretrained`` computes them at init."""
