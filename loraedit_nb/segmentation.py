@@ -585,3 +585,19 @@ __all__ = ["Click", "BoxPrompt", "MaskPrompt", "Prompt", "segment_video", "load_
            "tiny_sam2_config", "sam2_processor", "check_prompts", "Sam2Tracker", "FlowTracker", "SAM2_CHECKPOINTS",
            "DEFAULT_SEGMENTER", "LargeMaskWarning", "EmptyObjectWarning", "cpu_seconds_per_frame",
            "QUOTED_GPU_FPS"]
+
+
+if __name__ == "__main__":  # python -m loraedit_nb.segmentation [--frames N --height H --width W --threads K]
+    import argparse
+
+    ap = argparse.ArgumentParser(description="CPU seconds per frame of SAM2.1 hiera-tiny's architecture tracking a "
+                                             "click (random weights, same arithmetic), and the quoted GPU figures")
+    ap.add_argument("--frames", type=int, default=9)
+    ap.add_argument("--height", type=int, default=144)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--threads", type=int)
+    a = ap.parse_args()
+    r = cpu_seconds_per_frame(a.frames, a.height, a.width, threads=a.threads)
+    print(f"{r['model']}, {r['params_M']:.1f} M parameters, {r['frames']} frames of {r['size'][0]}x{r['size'][1]} "
+          f"(resized to 1024x1024 inside), {r['threads']} CPU threads: {r['cpu_s_per_frame']:.2f} s per frame")
+    print("quoted (SAM2.1 README, A100): " + ", ".join(f"{k} {v} frames/s" for k, v in r["quoted_gpu_fps"].items()))

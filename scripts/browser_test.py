@@ -16,6 +16,8 @@ What it does, as a learner would:
    one video pixel of the aim and that the page did not scroll;
 5. checks that the canvas gives the keyboard back when the pointer leaves it, and that the status line says what
    the last action did;
+5b. picks the "click +" tool and clicks once: the kernel must get the click at the video pixel aimed at (±1), on
+   the frame shown, positive (the click tracks with SAM2 when its weights are there, else the flow stand-in);
 6. checks that every ``<video>`` in the notebook reaches ``readyState >= 2`` (it has a frame to show);
 7. for the record, not a check (``--no-partial-view`` skips it): presses on a canvas whose lower third is out of
    view, where the browser still scrolls the focused canvas into view (ipycanvas focuses it on every press), and
@@ -358,6 +360,11 @@ return [...document.querySelectorAll('video')].map((v, i) => {
 });
 """
 
+KERNEL_CLICKS = """
+import json as _j
+print(_j.dumps([[c.x, c.y, c.frame, c.positive] for c in painter.clicks]))
+"""
+
 KERNEL_MASK = """
 import json as _j, numpy as _np
 _m = painter.mask[{t}]
@@ -562,6 +569,24 @@ def run(args, checks: Checks, out: Path, work: Path, info: dict) -> None:
         checks.add("keyboard_released", bool(held and released and shortcuts),
                    f"canvas focused on a press: {bool(held)}; focus given back when the pointer left: {released}; "
                    f"then a click beside it and Esc, B inserted a cell: {shortcuts}")
+        page.kernel("painter.undo()")
+
+        # ---- click-to-track: one press with "click +" reaches the kernel as a click at the video pixel aimed at
+        # (SAM2 when its weights are there, else the flow stand-in, which the status line announces)
+        button("click +")
+        px, py = W // 3, H // 2
+        page.click(*centre(px, py))
+        try:
+            got = wait_for(lambda: page.kernel_json(KERNEL_CLICKS) or None, 90, "the click to reach the kernel")
+        except Failed:
+            got = []
+        driver.save_screenshot(str(out / "05b_painter_after_click.png"))
+        last = got[-1] if got else None
+        status = page.js(JS_PAINTER)["status"] or ""
+        info["click"] = {"aimed": {"x": px, "y": py}, "clicks": got, "status": status.splitlines()[:2]}
+        checks.add("click_tool", bool(last) and within(last[:2], (px, py)) and last[2] == 0 and last[3] is True,
+                   f"aimed ({px}, {py}) on frame 0; the kernel got {last} (x, y, frame, positive); status: "
+                   f"{status.splitlines()[0] if status else status!r}")
         page.kernel("painter.undo()")
 
         # ---- videos

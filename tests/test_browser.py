@@ -39,5 +39,6 @@ def test_notebook_01_and_the_mask_painter_in_a_real_browser(tmp_path):
     result = json.loads((out / "result.json").read_text())
     failed = {k: v["detail"] for k, v in result["checks"].items() if not v["ok"]}
     assert proc.returncode == 0 and result["ok"] and not failed, f"{failed}\n{report}"
-    for name in ("run_all", "painter_size", "no_page_jump", "brush_stroke", "box", "keyboard_released", "videos"):
+    for name in ("run_all", "painter_size", "no_page_jump", "brush_stroke", "box", "keyboard_released", "click_tool",
+                 "videos"):
         assert result["checks"][name]["ok"], name
