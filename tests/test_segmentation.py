@@ -68,7 +68,8 @@ def test_points_and_boxes_reach_sam2_as_x_y_in_video_pixels(tiny_sam, spy):
     assert got["frame_idx"] == 2 and got["obj_ids"] == 1
     assert got["input_points"] == [[[[30.0, 10.0], [5.0, 40.0]]]] and got["input_labels"] == [[[1, 0]]]
     assert got["input_boxes"] == [[[20.0, 5.0, 40.0, 30.0]]]
-    assert sorted({f for f, _ in spy["frames"]}) == list(range(5))
+    # a click on the middle frame: forward from it to the end, then backward from it to frame 0
+    assert spy["frames"] == [(f, False) for f in range(2, 5)] + [(f, True) for f in range(2, -1, -1)]
 
 
 def test_several_objects_union_or_one_mask_each(tiny_sam):
