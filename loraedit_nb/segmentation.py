@@ -16,8 +16,8 @@ the end and backward from it to frame 0; frames with prompts condition the whole
 folder of one of them. The default is **tiny**: 38.9 M parameters (155 MB), the fastest (47.2 FPS on an A100 in
 SAM2's README, against 24.2 for large) and within 3 points of large on SA-V (J&F 76.5 vs 79.5); a LoRA-Edit mask is
 boxed and dilated afterwards, so the last points of boundary quality matter little, while tiny is the only one that
-is usable on a CPU (see :func:`cpu_seconds_per_frame`). SAM3's tracker (``facebook/sam3``, same API, gated on the
-Hub) loads the same way: ``load_segmenter("facebook/sam3")``.
+is usable on a CPU (6.9 s per frame on 2 cores, measured by :func:`cpu_seconds_per_frame`). SAM3's tracker
+(``facebook/sam3``, same API, gated on the Hub) loads the same way: ``load_segmenter("facebook/sam3")``.
 
 **Without weights.** :func:`tiny_segmenter` is SAM2's architecture at tiny random sizes, built offline (tests and
 notebooks without a download): every code path is the real one but its masks are **meaningless**.
