@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from loraedit_nb.toyworld import (
+    APPEARANCE_KINDS,
     COLOURS,
     DIRECTIONS,
     EDIT_KINDS,
@@ -145,6 +146,32 @@ def test_edit_changes_only_inside_mask_and_does_change_it(kind):
         assert edit.caption != src.caption
         assert np.array_equal(edit.edited_frames[0], edit.video[0])
         assert all(w in VOCAB for w in caption_words(edit.caption))
+
+
+@pytest.mark.parametrize("kind", APPEARANCE_KINDS)
+def test_edits_that_frame_0_cannot_show(kind):
+    """The appearance regime's cases: exact ground truth, and the part of the edit that frame 0 cannot carry."""
+    from loraedit_nb import masks as M
+
+    for spec in _mix_specs(6):
+        edit = make_edit(spec, kind)
+        src = edit.source
+        assert np.array_equal(edit.video[~edit.mask], src.video[~edit.mask]) and (edit.mask >= src.mask).all()
+        assert all(w in VOCAB for w in caption_words(edit.caption) + caption_words(src.caption))
+        changed = np.abs(edit.video - src.video).sum(-1) > 1e-6
+        # the official code's mask of the source (its box grown by 10 %), dilated by 1 px as the cases are
+        box = M.dilate(M.to_boxes(src.mask, expand_ratio=0.1, min_area=1), 1)
+        if kind == "corner_swap":  # the corners: outside the disc, inside its box, on every frame
+            corners = changed & ~src.mask
+            assert (corners.reshape(len(corners), -1).sum(1) >= 8).all() and not (corners & ~box).any()
+            assert sorted(edit.edited_frames) == [0]
+        elif kind == "reveal":  # frame 0 shows (almost) nothing of the recoloured back; later frames show it
+            per_frame = changed.reshape(len(changed), -1).sum(1)
+            assert per_frame[0] <= 2 and (per_frame[2:] >= 15).all(), per_frame
+            assert sorted(edit.edited_frames) == [0, 8] and src.spec.objects[0].colour_back
+        else:  # grow: the edited object leaves the source's box on every frame
+            assert ((edit.mask & ~box).reshape(len(box), -1).sum(1) >= 3).all()
+    assert sorted(make_edit(_mix_specs(1)[0], "grow", with_last=True).edited_frames) == [0, 8]
 
 
 def test_edit_captions_and_geometry():

@@ -2,7 +2,9 @@
 
 from .scenes import (
     ALL_BG_KINDS,
+    ALL_EDIT_KINDS,
     ALL_MOTIONS,
+    APPEARANCE_KINDS,
     BASE_MOTIONS,
     BG_KINDS,
     COLOUR_NAMES,
@@ -31,6 +33,8 @@ from .scenes import (
 )
 
 __all__ = [
+    "ALL_EDIT_KINDS",
+    "APPEARANCE_KINDS",
     "ALL_MOTIONS",
     "BASE_MOTIONS",
     "ALL_BG_KINDS",

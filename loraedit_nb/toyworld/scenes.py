@@ -38,6 +38,8 @@ __all__ = [
     "COLOUR_NAMES",
     "DIRECTIONS",
     "EDIT_KINDS",
+    "APPEARANCE_KINDS",
+    "ALL_EDIT_KINDS",
     "SHAPES",
     "SPEEDS",
     "VOCAB",
@@ -92,6 +94,14 @@ BG_KINDS: tuple[str, ...] = ("gradient", "sinusoid", "checker", "stripes")
 EXTRA_BG_KINDS: tuple[str, ...] = ("vignette", "noise")
 ALL_BG_KINDS: tuple[str, ...] = (*BG_KINDS, *EXTRA_BG_KINDS)
 EDIT_KINDS: tuple[str, ...] = ("recolour", "texture", "shape_swap", "colour_shift")
+# Edits that frame 0 alone cannot carry (the appearance regime's cases): a disc that becomes a square whose corners
+# must persist; a two-tone object whose back half is hidden behind an occluder in frame 0 and recoloured (only a
+# later edited frame shows it); an object that grows past the source's box. Kept apart from EDIT_KINDS so every
+# seeded case made from that tuple stays as it was.
+APPEARANCE_KINDS: tuple[str, ...] = ("corner_swap", "reveal", "grow")
+ALL_EDIT_KINDS: tuple[str, ...] = (*EDIT_KINDS, *APPEARANCE_KINDS)
+GROW_FACTOR = 1.8  # "grow": the edited object's size relative to the source's
+CORNER_SQUARE = 0.95  # "corner_swap": the square's half side / the disc's radius (just inside the disc's box)
 
 _D = 1.0 / math.sqrt(2.0)
 # Unit vectors in image coordinates (x right, y down): 'se' = right and down.
@@ -190,7 +200,8 @@ class ObjectSpec:
     centred on the image centre and its radius/phase are read from ``start``. angle: rotation at frame 0,
     radians (clockwise on screen). layer: draw order, higher = in front (ties drawn in object order).
     colour_to: if set, the colour interpolates linearly from ``colour`` at frame 0 to ``colour_to`` at the
-    last frame.
+    last frame. colour_back: if set, a two-tone object: its back half (object-local u < 0, the side away from
+    the direction it faces at ``angle``; it turns with it) has this colour, with a 1-px soft seam.
     """
 
     shape: str
@@ -204,11 +215,14 @@ class ObjectSpec:
     angle: float = 0.0
     layer: int = 0
     colour_to: str | None = None
+    colour_back: str | None = None
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
             raise ValueError(f"unknown shape {self.shape!r}; choose from {SHAPES}")
-        for c in (self.colour, self.colour_to):
+        if self.colour_back is not None and (self.striped or self.colour_to is not None):
+            raise ValueError("a two-tone object (colour_back) is neither striped nor changing colour")
+        for c in (self.colour, self.colour_to, self.colour_back):
             if c is not None and c not in COLOURS:
                 raise ValueError(f"unknown colour {c!r}; choose from {COLOUR_NAMES}")
         if self.motion not in BASE_MOTIONS:
@@ -539,7 +553,8 @@ def sample_scene(
 
 def _noun_phrase(obj: ObjectSpec) -> str:
     article = "an" if obj.colour[0] in "aeiou" else "a"
-    words = [article, obj.colour] + (["striped"] if obj.striped else []) + [obj.shape]
+    words = [article, obj.colour] + (["and", obj.colour_back] if obj.colour_back else []) \
+        + (["striped"] if obj.striped else []) + [obj.shape]
     if obj.colour_to is not None:
         words += ["turning", obj.colour_to]
     return " ".join(words)
@@ -711,7 +726,8 @@ def _coverage_and_fill(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Coverage (m, T, H, W) in {0} U [1/32, 31/32] U {1}, plus fill colours.
 
-    Returns (coverage, striped_fill (m_striped, T, H, W, 3) or None, main colours (m, T, 3)). Coverages below
+    Returns (coverage, patterned fill (m_patterned, T, H, W, 3) or None, main colours (m, T, 3)); patterned =
+    striped or two-tone, in object order. Coverages below
     1/32 (above 31/32) snap to 0 (1) so every masked pixel visibly changes and unmasked ones are bit-exact.
     """
     m = len(objs)
@@ -719,7 +735,7 @@ def _coverage_and_fill(
     tracks = np.array([object_track(o, frames) for o in objs], np.float32).reshape(m, 4, frames)
     cover = np.empty((m, frames, size, size), np.float32)
     mains = np.empty((m, frames, 3), np.float32)
-    stripes_idx = [i for i, o in enumerate(objs) if o.striped]
+    stripes_idx = [i for i, o in enumerate(objs) if o.striped or o.colour_back]
     striped_fill = np.empty((len(stripes_idx), frames, size, size, 3), np.float32) if stripes_idx else None
     for i, o in enumerate(objs):
         mains[i] = _colour_track(o, frames)[0]
@@ -737,6 +753,12 @@ def _coverage_and_fill(
         a = np.where(a < 1 / 32, 0.0, np.where(a > 31 / 32, 1.0, a)).astype(np.float32)
         cover[idx] = a
         for g, i in enumerate(idx):
+            if objs[i].colour_back:  # two-tone: the back half (u < 0) in colour_back, a 1-px seam
+                main = mains[i][:, None, None]
+                back = np.array(COLOURS[objs[i].colour_back], np.float32)
+                w = np.clip(0.5 - u[g] * size, 0.0, 1.0)[..., None]
+                striped_fill[stripes_idx.index(i)] = main + (back - main) * w
+                continue
             if not objs[i].striped:
                 continue
             # Smooth stripes, ~1 px transitions at any resolution; amplitude = period in px / (2 pi).
@@ -770,7 +792,7 @@ def render_batch(
         return videos, masks
     cover, striped_fill, mains = _coverage_and_fill(objs, size, frames)
     flat = {ij: k for k, ij in enumerate(owners)}
-    striped_pos = {k: p for p, k in enumerate(k for k, o in enumerate(objs) if o.striped)}
+    striped_pos = {k: p for p, k in enumerate(k for k, o in enumerate(objs) if o.striped or o.colour_back)}
     orders = [sorted(range(len(sp.objects)), key=lambda j, sp=sp: (sp.objects[j].layer, j)) for sp in specs]
     vis = np.zeros((n, frames, size, size), np.float32)
     for level in range(max(len(o) for o in orders)):
@@ -826,6 +848,39 @@ def _vivid_blend(c0: str, c1: str) -> bool:
     return float(mid.max() - mid.min()) >= 0.3 or float(mid.max()) >= 0.8
 
 
+def _appearance_source(spec: SceneSpec, kind: str, rng: np.random.Generator) -> SceneSpec:
+    """The source scene of an :data:`APPEARANCE_KINDS` edit: ``spec``'s target reshaped (see :func:`make_edit`);
+    the background and the other objects stay."""
+    t = spec.objects[0]
+    others = ()  # the target alone: another mover could hide the part of the edit that matters
+    if kind in ("corner_swap", "grow"):
+        # circling: unlike a bounce off a wall, the orbit does not depend on the object's size, so the edited
+        # object (larger) follows the source's path; the orbit keeps the larger one inside the frame
+        size = min(t.size, 0.2 if kind == "corner_swap" else 0.15)
+        grown = size * (CORNER_SQUARE / SQUARE_HALF if kind == "corner_swap" else GROW_FACTOR)
+        radius = min(0.5 - _PLACE_EXTENT * grown, 0.3)
+        phi = math.atan2(t.start[1] - 0.5, t.start[0] - 0.5)
+        shape = "disc" if kind == "corner_swap" else _pick(rng, ("disc", "square"))  # tight boxes
+        target = replace(t, shape=shape, striped=False, colour_to=None, colour_back=None, size=size,
+                         motion="circle", direction=t.direction if t.direction in ROTATIONS else "cw",
+                         speed="slow", start=(0.5 + radius * math.cos(phi), 0.5 + radius * math.sin(phi)))
+    else:  # reveal
+        r = 0.1  # small enough that a fast move right (0.6) from beside the occluder never reaches the wall
+        hs = r / SQUARE_HALF * 1.25  # the occluder's size: its half side covers the back half with a 1-px margin
+        x0 = 2 * hs * SQUARE_HALF + 0.01
+        y0 = float(np.clip(t.start[1], 0.3, 0.7))
+        used = {o.colour for o in spec.objects}
+        pal = [c for c in COLOUR_NAMES if c not in used] or list(COLOUR_NAMES)
+        back, occ_colour = (str(c) for c in rng.choice(pal, size=2, replace=False))
+        target = replace(t, shape="disc", striped=False, colour_to=None, colour_back=back, size=r,
+                         motion="linear", direction="e", speed="fast", start=(x0, y0), angle=0.0, layer=0)
+        # its right edge a little right of the seam: frame 0 shows none of the back half, not even the seam
+        occluder = ObjectSpec(shape="square", colour=occ_colour, striped=False, size=hs, motion="static",
+                              direction=None, speed="slow", start=(x0 - hs * SQUARE_HALF + 0.05, y0), layer=1)
+        others = (occluder,)
+    return replace(spec, objects=(target, *others))
+
+
 def make_edit(
     spec: SceneSpec, kind: str, *, size: int = 32, frames: int = 9, seed: int | None = None, **kw
 ) -> Edit:
@@ -836,21 +891,33 @@ def make_edit(
     middle frame). colour_shift starts from a *new* colour (so frame 0 is itself an edit) and interpolates to
     a third colour by the last frame, which only the last edited frame reveals. Unspecified choices are drawn
     from ``seed`` (default: derived from ``spec.seed`` and ``kind``), avoiding colours already in the scene.
+
+    The :data:`APPEARANCE_KINDS` first reshape the source's target so that frame 0 cannot show the whole edit
+    (``Edit.source`` is that source; ``with_last`` also supplies the last edited frame):
+
+    * 'corner_swap': the target is a solid circling disc and becomes a square just inside its bounding box
+      (half side :data:`CORNER_SQUARE` of the radius): the four corners lie outside the disc, inside its box;
+    * 'reveal': the target is a two-tone disc moving right, fast, its back (left) half behind a static occluder in
+      frame 0; the edit recolours the back half (kw ``colour``), which only later frames show, so the last edited
+      frame is always supplied;
+    * 'grow': the target (solid, circling: its path does not depend on its size) becomes :data:`GROW_FACTOR`
+      times larger, beyond the source object's box.
     """
-    if kind not in EDIT_KINDS:
-        raise ValueError(f"unknown edit kind {kind!r}; choose from {EDIT_KINDS}")
-    allowed = {"recolour": {"colour"}, "texture": set(), "shape_swap": {"shape"}}.get(
-        kind, {"colour", "to_colour", "with_middle"}
-    )
+    if kind not in ALL_EDIT_KINDS:
+        raise ValueError(f"unknown edit kind {kind!r}; choose from {ALL_EDIT_KINDS}")
+    allowed = {"recolour": {"colour"}, "texture": set(), "shape_swap": {"shape"}, "corner_swap": {"with_last"},
+               "reveal": {"colour"}, "grow": {"with_last"}}.get(kind, {"colour", "to_colour", "with_middle"})
     if set(kw) - allowed:
         extra = sorted(set(kw) - allowed)
         raise TypeError(f"make_edit({kind!r}) got unexpected options {extra}; allowed: {sorted(allowed)}")
     if not spec.objects:
         raise ValueError("spec has no target object to edit")
     check_resolution(size, frames)
-    rng = np.random.default_rng(seed if seed is not None else [abs(int(spec.seed)), EDIT_KINDS.index(kind)])
+    rng = np.random.default_rng(seed if seed is not None else [abs(int(spec.seed)), ALL_EDIT_KINDS.index(kind)])
+    if kind in APPEARANCE_KINDS:
+        spec = _appearance_source(spec, kind, rng)
     target = spec.objects[0]
-    used = {o.colour for o in spec.objects}
+    used = {o.colour for o in spec.objects} | {o.colour_back for o in spec.objects if o.colour_back}
     fresh = [c for c in COLOUR_NAMES if c not in used] or [c for c in COLOUR_NAMES if c != target.colour]
 
     if kind == "recolour":
@@ -866,6 +933,14 @@ def make_edit(
         new = replace(target, shape=kw.get("shape") or _pick(rng, choices))
         if new.shape == target.shape:
             raise ValueError(f"shape_swap to the same shape {new.shape!r} is not an edit")
+    elif kind == "corner_swap":
+        new = replace(target, shape="square", size=target.size * CORNER_SQUARE / SQUARE_HALF)
+    elif kind == "reveal":
+        new = replace(target, colour_back=kw.get("colour") or _pick(rng, fresh))
+        if new.colour_back == target.colour_back:
+            raise ValueError(f"reveal to the same colour {new.colour_back!r} is not an edit")
+    elif kind == "grow":
+        new = replace(target, size=target.size * GROW_FACTOR)
     else:
         start = kw.get("colour") or _pick(rng, fresh)
         ends = [c for c in COLOUR_NAMES if c not in (start, target.colour) and _vivid_blend(start, c)]
@@ -880,6 +955,8 @@ def make_edit(
     frame_ids = [0]
     if kind == "colour_shift":
         frame_ids += ([(frames - 1) // 2] if kw.get("with_middle") else []) + [frames - 1]
+    elif kind == "reveal" or kw.get("with_last"):
+        frame_ids.append(frames - 1)
     return Edit(
         kind=kind,
         video=videos[1],
