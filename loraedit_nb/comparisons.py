@@ -31,7 +31,7 @@ import numpy as np
 
 from . import masks as M
 from .conditioning import i2v_edit_mask
-from .evaluation import evaluate_edit, object_fidelity, psnr
+from .evaluation import evaluate_edit, new_pixel_fill, object_fidelity, psnr
 from .inference import edit_video
 from .masks import PlainI2VMaskWarning
 from .regimes import appearance_samples, motion_sample, naive_sample
@@ -64,6 +64,7 @@ class Case:
     prompt: str  # caption of the source
     edited_prompt: str  # caption of the edited video
     object_mask: np.ndarray | None = None  # the edit's own pixels, not dilated (near-colour share, vanished frames)
+    new_pixels: np.ndarray | None = None  # what frame 0 cannot carry (evaluation.new_pixel_fill's region)
 
 
 def toy_cases(n: int = 8, *, size: int = 32, frames: int = 9, seed: int = 2024,
@@ -81,6 +82,41 @@ def toy_cases(n: int = 8, *, size: int = 32, frames: int = 9, seed: int = 2024,
         e = make_edit(spec, kind, size=size, frames=frames, seed=seed + i)
         cases.append(Case(f"{i:02d}_{kind}", kind, scene.video, M.dilate(e.mask, 1), e.video, dict(e.edited_frames),
                           scene.caption, e.caption, e.mask.copy()))
+    return cases
+
+
+APPEARANCE_CASE_MASKS = ("box", "union")
+
+
+def appearance_cases(n: int = 6, *, size: int = 32, frames: int = 9, seed: int = 3031, mask: str = "box",
+                     kinds=("corner_swap", "reveal", "grow"), with_last: bool = False) -> list[Case]:
+    """Seeded edits that frame 0 cannot carry (:data:`loraedit_nb.toyworld.APPEARANCE_KINDS`), cycling through
+    ``kinds``. ``mask``: what LoRA-Edit is given, as a user would have it:
+
+    * ``"box"`` (default): the *source* object's box grown by 10 % (the official code's SAM2 post-processing),
+      dilated by 1 px: a square's corners fit, a grown object does not;
+    * ``"union"``: the shape-agnostic mask, source and edited objects together, dilated by 2 px.
+
+    ``new_pixels`` marks what the ground truth changes beyond the source object (a square's corners, the revealed
+    side, a grown object's rim): :func:`loraedit_nb.evaluation.new_pixel_fill` scores it. ``with_last``: also
+    supply the last edited frame (the 'reveal' edits always do)."""
+    from .toyworld import make_edit, sample_scene
+
+    if mask not in APPEARANCE_CASE_MASKS:
+        raise ValueError(f"mask must be one of {APPEARANCE_CASE_MASKS}, got {mask!r}")
+    cases = []
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        spec = sample_scene(seed + i, motions=("linear", "circle"), n_objects=1)
+        e = make_edit(spec, kind, size=size, frames=frames, seed=seed + i,
+                      **({"with_last": True} if with_last and kind != "reveal" else {}))
+        src = e.source
+        changed = np.abs(e.video - src.video).sum(-1) > 1e-6
+        new = changed if kind == "reveal" else changed & ~src.mask  # reveal: inside the source object
+        given = (M.dilate(M.to_boxes(src.mask, expand_ratio=0.1, min_area=1), 1) if mask == "box"
+                 else M.dilate(e.mask, 2))
+        cases.append(Case(f"{i:02d}_{kind}", kind, src.video, given, e.video, dict(e.edited_frames), src.caption,
+                          e.caption, e.mask.copy(), new))
     return cases
 
 
@@ -165,6 +201,8 @@ def run_variant(backbone, case: Case, variant: str, config: TrainConfig | None =
     m = evaluate_edit(case.source, res.video, mask, ground_truth=case.ground_truth)
     if case.object_mask is not None:
         m.update(object_fidelity(case.ground_truth, res.video, case.object_mask))
+    if case.new_pixels is not None:
+        m["new_fill"] = new_pixel_fill(case.source, case.ground_truth, res.video, case.new_pixels)
     m["frame0_psnr"] = psnr(first[None], res.video[:1])  # inf = exactly the user's edited first frame
     # later-frame fidelity: how well the last frames follow the (changing) ground-truth appearance
     T = len(case.source)

@@ -194,6 +194,20 @@ def object_fidelity(ground_truth: np.ndarray, edited: np.ndarray, obj: np.ndarra
             "vanished_frames": int(sum(s < vanish_below for s in per))}
 
 
+def new_pixel_fill(source: np.ndarray, ground_truth: np.ndarray, edited: np.ndarray, region: np.ndarray) -> float:
+    """Did the part of the edit that frame 0 cannot carry arrive? ``region`` (T, H, W) bool: the pixels where the
+    ground truth differs from the source *and* that the source object does not explain (a square's corners beyond
+    the disc, a revealed side, the rim of a grown object). Over frames >= 1, the share of them whose RGB is closer
+    to the ground truth than to the source: 1.0 for the ground truth itself, 0.0 for a copy of the source (the
+    motion LoRA's disc coming back). NaN if ``region`` is empty after frame 0."""
+    region = np.asarray(region, bool).copy()
+    region[0] = False
+    if not region.any():
+        return math.nan
+    e, g, s = (np.asarray(v, np.float64)[region] for v in (edited, ground_truth, source))
+    return float((np.linalg.norm(e - g, axis=-1) < np.linalg.norm(e - s, axis=-1)).mean())
+
+
 def evaluate_edit(source: np.ndarray, edited: np.ndarray, mask: np.ndarray, *, ground_truth: np.ndarray | None = None,
                   with_lpips: bool = False) -> dict:
     """All CPU metrics of one edit. ``mask`` True = edit region. Background = ``~mask``; frame 0 is included."""

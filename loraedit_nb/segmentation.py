@@ -393,7 +393,8 @@ def _need_torchvision() -> None:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connection within ``timeout`` s (False under HF_HUB_OFFLINE)."""
+    """Whether the Hugging Face Hub answers a TCP connection within ``timeout`` s (False under HF_HUB_OFFLINE; True
+    behind a proxy, which a direct connection cannot test: the download then says what went wrong)."""
     import socket
     from urllib.parse import urlparse
 
@@ -401,6 +402,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     if constants.HF_HUB_OFFLINE:
         return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
     url = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()

@@ -151,3 +151,23 @@ def test_summary_table_names_rows_as_the_paper_and_gives_spreads_over_seeds():
     assert honour[1] == "exact" and honour[6] == "exact"
     single = summary_table([r for r in rows if r["seed"] == 0], ("motion",))
     assert "±" not in single and "| 30.50 |" in single
+
+
+def test_new_pixel_fill_scores_what_frame_0_cannot_carry():
+    """1 for the ground truth, 0 for the source (a square's corners turned back into the disc), in between for
+    half; frame 0 is not counted. The cases mark the corners, the revealed side and the grown rim."""
+    from loraedit_nb.comparisons import appearance_cases
+    from loraedit_nb.evaluation import new_pixel_fill
+
+    cases = appearance_cases(3)
+    assert [c.kind for c in cases] == ["corner_swap", "reveal", "grow"]
+    for c in cases:
+        assert c.new_pixels[1:].any() and not (c.new_pixels & ~c.object_mask).any()
+        assert new_pixel_fill(c.source, c.ground_truth, c.ground_truth, c.new_pixels) == 1.0
+        assert new_pixel_fill(c.source, c.ground_truth, c.source, c.new_pixels) == 0.0
+        half = c.source.copy()
+        half[:, :, ::2] = c.ground_truth[:, :, ::2]  # every other column edited
+        assert 0.2 < new_pixel_fill(c.source, c.ground_truth, half, c.new_pixels) < 0.8
+    box, union = appearance_cases(3)[2], appearance_cases(3, mask="union")[2]
+    assert (box.new_pixels & ~box.mask).any() and not (union.new_pixels & ~union.mask).any()  # grow leaves the box
+    assert not (cases[0].new_pixels & ~cases[0].mask).any()  # the square's corners fit the disc's box

@@ -1,0 +1,170 @@
+"""Appearance-regime levers on the edits that frame 0 cannot carry (comparisons.appearance_cases: a disc that becomes
+a square, a two-tone disc's hidden back half recoloured, an object that grows past the source's box), several
+training seeds, one row per (lever, case, seed) appended to a JSON-lines file, so a stopped run resumes where it
+stopped (rows already there are skipped; motion LoRAs are cached in the probe cache).
+
+Each lever is a training recipe; the edit is the package's plain inference (edit_video, the paper's default) with
+the case's later edited frames passed as edit_video takes them. CPU seconds (one thread) are recorded per row, so
+levers compare at equal CPU time: 'motion' trains 800 steps, 'motion950' 950 (what a 150-step stage 2 adds).
+
+Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python experiments/appearance_levers.py [--seeds 0,1,2]
+     [--cases 3] [--levers motion,app_official,...] [--out results/appearance_levers/rows.jsonl]
+Table: .venv/bin/python experiments/appearance_levers.py --table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from loraedit_nb import comparisons as C  # noqa: E402
+from loraedit_nb.evaluation import evaluate_edit, new_pixel_fill, object_fidelity, psnr  # noqa: E402
+from loraedit_nb.inference import edit_video  # noqa: E402
+from loraedit_nb.regimes import appearance_samples, motion_sample  # noqa: E402
+from loraedit_nb.training import toy_config, train_lora  # noqa: E402
+
+CACHE = Path(os.environ.get("LORAEDIT_PROBE_CACHE", "outputs/appearance_levers"))
+STAGE2 = 150  # the official continuation at toy size: comparisons.appearance_stage_steps(800)
+
+# lever -> (mask the case gives, how the LoRA is trained). Stage 2 continues the case's motion LoRA.
+LEVERS = {
+    "motion": dict(),  # motion regime only, 800 steps
+    "motion950": dict(steps=950),  # the same CPU time as motion + a 150-step stage 2
+    "app_official": dict(stage2=STAGE2),  # single edited frames, drawn as if repeated 9x, beside the video sample
+    "app_long": dict(stage2=2 * STAGE2),
+    "app_lr_half": dict(stage2=STAGE2, stage2_lr=0.5),
+    "app_lr_double": dict(stage2=STAGE2, stage2_lr=2.0),
+    "app_only_frames": dict(stage2=STAGE2, stage2_video=False),  # stage 2 on the edited frames alone
+    "app_clip": dict(stage2=STAGE2, clip=True),  # each edited frame held still as a clip, not a single frame
+    "joint": dict(steps=950, joint=0.25),  # from scratch, P(appearance batch) = 0.25
+    "union": dict(stage2=STAGE2, mask="union"),  # the shape-agnostic mask: source and edit objects, dilated
+    "union_motion": dict(mask="union"),
+}
+
+
+def held_clip_samples(case) -> list:
+    """Each edited frame i placed in a clip: the frame held still for the clip's length, its region masked on every
+    frame after the first (a motion-regime sample of a still video of the edit)."""
+    T = len(case.source)
+    out = []
+    for i, f in sorted(case.edited_frames.items()):
+        held = np.repeat(np.asarray(f, np.float32)[None], T, 0)
+        region = np.repeat(case.mask[i : i + 1], T, 0)
+        out.append(motion_sample(held, region, case.edited_prompt))
+    return out
+
+
+def train(bb, case, lever: str, seed: int):
+    """(LoRA, CPU seconds of everything it took, a reused motion stage included)."""
+    spec = LEVERS[lever]
+    cfg = toy_config(seed=seed)
+    video = [motion_sample(case.source, case.mask, case.prompt)]
+    if "joint" in spec:
+        t0 = time.process_time()
+        samples = video + appearance_samples(case.source, case.mask, case.edited_frames, case.edited_prompt)
+        lora = train_lora(bb, samples, replace(cfg, steps=spec["steps"], appearance_ratio=spec["joint"]),
+                          progress=False)
+        return lora, time.process_time() - t0
+    motion_tag = f"{case.name}_{spec.get('mask', 'box')}_s{seed}_motion{spec.get('steps', cfg.steps)}"
+    path = CACHE / f"{motion_tag}.pt"
+    if path.exists():
+        motion, motion_s = torch.load(path, weights_only=False)
+    else:
+        t0 = time.process_time()
+        motion = train_lora(bb, video, replace(cfg, steps=spec.get("steps", cfg.steps)), progress=False)
+        motion_s = time.process_time() - t0
+        CACHE.mkdir(parents=True, exist_ok=True)
+        torch.save((motion, motion_s), path)
+    if "stage2" not in spec:
+        return motion, motion_s
+    t0 = time.process_time()
+    extra = held_clip_samples(case) if spec.get("clip") else appearance_samples(
+        case.source, case.mask, case.edited_frames, case.edited_prompt)
+    samples = (video if spec.get("stage2_video", True) else []) + extra
+    c2 = replace(cfg, steps=spec["stage2"], lr=cfg.lr * spec.get("stage2_lr", 1.0))
+    if spec.get("clip"):  # held clips are video samples: keep the official 9:1 weight of the edited frames
+        c2 = replace(c2, appearance_ratio=None)
+    lora = train_lora(bb, samples, c2, init_lora=motion, progress=False)
+    return lora, motion_s + time.process_time() - t0
+
+
+def metrics(case, video) -> dict:
+    m = evaluate_edit(case.source, video, case.mask, ground_truth=case.ground_truth)
+    obj = object_fidelity(case.ground_truth, video, case.object_mask)
+    return dict(region=m["gt_psnr_region"], bg=m["bg_psnr"], motion_cos=m.get("motion_cosine", float("nan")),
+                new_fill=new_pixel_fill(case.source, case.ground_truth, video, case.new_pixels),
+                near=obj["gt_near_share"], vanished=obj["vanished_frames"],
+                f0=psnr(case.edited_frames[0][None], video[:1]))
+
+
+def run(args) -> None:
+    from loraedit_nb.models import load_backbone
+
+    bb = load_backbone("toy")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["lever"], r["case"], r["seed"]))
+    cases = {mask: C.appearance_cases(args.cases, mask=mask) for mask in ("box", "union")}
+    levers = args.levers.split(",") if args.levers else list(LEVERS)
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for i in range(args.cases):
+            for lever in levers:
+                case = cases[LEVERS[lever].get("mask", "box")][i]
+                if (lever, case.name, seed) in done:
+                    continue
+                lora, train_s = train(bb, case, lever, seed)
+                later = {k: f for k, f in case.edited_frames.items() if k != 0}
+                t0 = time.process_time()
+                res = edit_video(bb, lora, case.source, case.mask, case.edited_frames[0], prompt=case.edited_prompt,
+                                 edited_frames=later or None, seed=seed, progress=False)
+                row = dict(lever=lever, case=case.name, kind=case.kind, seed=seed, train_cpu_s=round(train_s, 1),
+                           edit_cpu_s=round(time.process_time() - t0, 2), **metrics(case, res.video))
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+
+
+def table(path: str) -> str:
+    """Mean over cases per seed, then mean ± std over seeds, per lever and kind."""
+    rows = [json.loads(x) for x in Path(path).read_text().splitlines()]
+    keys = ("region", "new_fill", "bg", "motion_cos", "train_cpu_s")
+    lines = ["| lever | kind | seeds | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+    for lever in LEVERS:
+        for kind in sorted({r["kind"] for r in rows}):
+            mine = [r for r in rows if r["lever"] == lever and r["kind"] == kind]
+            seeds = sorted({r["seed"] for r in mine})
+            if not mine:
+                continue
+            cells = []
+            for k in keys:
+                per = [np.nanmean([r[k] for r in mine if r["seed"] == s]) for s in seeds]
+                cells.append(f"{np.mean(per):.2f} ± {np.std(per):.2f}" if len(per) > 1 else f"{per[0]:.2f}")
+            lines.append(f"| {lever} | {kind} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--cases", type=int, default=3, help="appearance_cases(n): one per kind at 3")
+    ap.add_argument("--levers", help="comma list (default: all, in LEVERS order)")
+    ap.add_argument("--out", default="results/appearance_levers/rows.jsonl")
+    ap.add_argument("--table", action="store_true", help="print the table of --out and stop")
+    a = ap.parse_args()
+    if a.table:
+        print(table(a.out))
+    else:
+        run(a)
