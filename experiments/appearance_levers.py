@@ -9,6 +9,7 @@ levers compare at equal CPU time: 'motion' trains 800 steps, 'motion950' 950 (wh
 
 Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python experiments/appearance_levers.py [--seeds 0,1,2]
      [--cases 3] [--levers motion,app_official,...] [--out results/appearance_levers/rows.jsonl]
+     [--unseen --out results/appearance_levers/unseen_rows.jsonl]   (the kinds drawn by unseen_scenes.py)
 Table: .venv/bin/python experiments/appearance_levers.py --table
 """
 from __future__ import annotations
@@ -117,7 +118,13 @@ def run(args) -> None:
         for line in out.read_text().splitlines():
             r = json.loads(line)
             done.add((r["lever"], r["case"], r["seed"]))
-    cases = {mask: C.appearance_cases(args.cases, mask=mask) for mask in ("box", "union")}
+    if args.unseen:  # the same kinds drawn by other rendering code (experiments/unseen_scenes.py)
+        from unseen_scenes import build_appearance_cases
+
+        cases = {mask: build_appearance_cases(mask) for mask in ("box", "union")}
+        args.cases = len(cases["box"])
+    else:
+        cases = {mask: C.appearance_cases(args.cases, mask=mask) for mask in ("box", "union")}
     levers = args.levers.split(",") if args.levers else list(LEVERS)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for i in range(args.cases):
@@ -162,6 +169,8 @@ if __name__ == "__main__":
     ap.add_argument("--cases", type=int, default=3, help="appearance_cases(n): one per kind at 3")
     ap.add_argument("--levers", help="comma list (default: all, in LEVERS order)")
     ap.add_argument("--out", default="results/appearance_levers/rows.jsonl")
+    ap.add_argument("--unseen", action="store_true", help="the three kinds drawn by experiments/unseen_scenes.py "
+                    "(use another --out, e.g. results/appearance_levers/unseen_rows.jsonl)")
     ap.add_argument("--table", action="store_true", help="print the table of --out and stop")
     a = ap.parse_args()
     if a.table:

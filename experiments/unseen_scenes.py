@@ -150,6 +150,73 @@ def build_cases():
     return out
 
 
+def render_two_tone(bg, front, back, track, r, occluder=None):
+    """A disc whose left half (x < cx) is ``back`` and right half ``front``, drawn along ``track``, optionally
+    behind a static ``occluder`` = (x0, y0, x1, y1, colour) rectangle (4x4 supersampled like coverage())."""
+    n = SIZE * SS
+    y, x = (np.mgrid[0:n, 0:n] + 0.5) / SS
+    video, cov = [], []
+    for cx, cy in track:
+        inside = (x - cx) ** 2 + (y - cy) ** 2 <= r ** 2
+        left = (inside & (x < cx)).reshape(SIZE, SS, SIZE, SS).mean((1, 3))[..., None]
+        right = (inside & (x >= cx)).reshape(SIZE, SS, SIZE, SS).mean((1, 3))[..., None]
+        f = bg * (1 - left - right) + left * np.array(RGB[back]) + right * np.array(RGB[front])
+        c = (left + right)[..., 0]
+        if occluder is not None:
+            x0, y0, x1, y1, col = occluder
+            o = ((x >= x0) & (x < x1) & (y >= y0) & (y < y1)).reshape(SIZE, SS, SIZE, SS).mean((1, 3))[..., None]
+            f = f * (1 - o) + o * np.array(RGB[col])
+            c = c * (1 - o[..., 0])
+        video.append(f)
+        cov.append(c)
+    return np.clip(np.stack(video), 0, 1).astype(np.float32), np.stack(cov)
+
+
+def build_appearance_cases(mask: str = "box"):
+    """The appearance regime's three kinds (toyworld.APPEARANCE_KINDS), drawn with this file's code: a disc that
+    becomes a square just inside its box; a two-tone disc leaving an occluder, its hidden back half recoloured
+    (the last edited frame supplied); an object that grows 1.8x. ``mask`` as comparisons.appearance_cases: the
+    source's box + 10 % dilated 1 px, or the union of both objects dilated 2 px. ``new_pixels`` as there."""
+    from loraedit_nb import masks as M
+    from loraedit_nb.comparisons import Case
+
+    rng = np.random.default_rng(300)
+    out = []
+    bg = background("noise", rng)
+    circle = path("circle")
+    # corner swap: the square's half side (0.85 r' in coverage()) just inside the disc's box (r)
+    src, cov = render(bg, "disc", "blue", circle, 5.0)
+    gt, cov2 = render(bg, "square", "blue", circle, 5.0 * 0.95 / 0.85)
+    cap = "circles clockwise, fast"
+    out.append(("u_corner_swap", "corner_swap", src, cov, gt, cov2, {0: gt[0]}, f"a blue disc {cap}",
+                f"a blue square {cap}"))
+    # reveal: moves right from behind an occluder that hides its left half in frame 0
+    bg2 = background("gradient", rng)
+    track = [(9.0 + 16 * s, 16.0) for s in np.linspace(0, 1, FRAMES)]
+    occ = (0.0, 9.5, 10.0, 22.5, "green")
+    src2, cv = render_two_tone(bg2, "red", "yellow", track, 4.0, occ)
+    gt2, cv2 = render_two_tone(bg2, "red", "cyan", track, 4.0, occ)
+    mv = "moves right, fast, with a green square staying still in front"
+    out.append(("u_reveal", "reveal", src2, cv, gt2, cv2, {0: gt2[0], FRAMES - 1: gt2[FRAMES - 1]},
+                f"a red and yellow disc {mv}", f"a red and cyan disc {mv}"))
+    # grow
+    bg3 = background("vignette", rng)
+    src3, c3 = render(bg3, "square", "magenta", path("diagonal"), 3.5)
+    gt3, c4 = render(bg3, "square", "magenta", path("diagonal"), 3.5 * 1.8)
+    cap3 = "moves right and down, fast"
+    out.append(("u_grow", "grow", src3, c3, gt3, c4, {0: gt3[0]}, f"a magenta square {cap3}",
+                f"a magenta square {cap3}"))
+    cases = []
+    for name, kind, s_, c_src, g_, c_gt, edited, prompt, edited_prompt in out:
+        obj = (c_src > 0) | (c_gt > 0)
+        changed = np.abs(g_ - s_).sum(-1) > 1e-6
+        new = changed if kind == "reveal" else changed & ~(c_src > 0)
+        given = (M.dilate(M.to_boxes(c_src > 0, expand_ratio=0.1, min_area=1), 1) if mask == "box"
+                 else M.dilate(obj, 2))
+        cases.append(Case(name, kind, s_, given, g_, edited, prompt, edited_prompt, obj, new))
+    return cases
+
+
 def variants_for(case) -> tuple[str, ...]:
     v = ("naive_lora", "motion")
     return v + (("motion+appearance", "motion+appearance_placed") if case.kind == "shape_swap" else ())
