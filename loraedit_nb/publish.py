@@ -19,6 +19,7 @@ from .notebook_runner import ROOT, notebooks, run_all
 
 _VIDEO = re.compile(r"<video[^>]*>\s*<source src=\"data:video/mp4;base64,([^\"]+)\"[^>]*/?>.*?</video>", re.S)
 _WIDGET = "application/vnd.jupyter.widget-view+json"
+_PNG = re.compile(r'src="data:image/png;base64,([^"]+)"')  # show_images' inline pictures
 
 
 def mp4_to_gif(data: bytes, path: Path, *, max_width: int = 960) -> tuple[int, int]:
@@ -52,7 +53,15 @@ def notebook_to_markdown(executed: Path, docs: Path) -> Path:
     stem = executed.stem
     files = docs / f"{stem}_files"
     shutil.rmtree(files, ignore_errors=True)
-    n_video = 0
+    n_video = n_image = 0
+
+    def png_file(m: re.Match) -> str:  # an inline picture (mediapy's show_images) becomes a PNG file beside the page
+        nonlocal n_image
+        n_image += 1
+        name = f"image_{n_image:02d}.png"
+        files.mkdir(parents=True, exist_ok=True)
+        (files / name).write_bytes(base64.b64decode(m.group(1)))
+        return f'src="{files.name}/{name}"'
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -75,6 +84,10 @@ def notebook_to_markdown(executed: Path, docs: Path) -> Path:
                     return f'<img src="{files.name}/{name}" width="{w}" height="{h}" alt="video {n_video}">'
 
                 data["text/html"] = _VIDEO.sub(gif, "".join(html) if isinstance(html, list) else html)
+                data.pop("text/plain", None)
+            html = data.get("text/html")
+            if html and "data:image/png;base64," in "".join(html):
+                data["text/html"] = _PNG.sub(png_file, "".join(html) if isinstance(html, list) else html)
                 data.pop("text/plain", None)
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
                 out["text"] = "".join(ln for ln in out["text"].splitlines(True) if "\r" not in ln)  # tqdm redraws

@@ -17,6 +17,8 @@ def test_executed_notebook_becomes_markdown_with_gifs_and_pngs(tmp_path):
             "show_videos({'moving line': v, 'still': v * 0 + 0.5}, height=32)"),
         nbformat.v4.new_code_cell(
             "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0]); plt.title('a line'); plt.show()"),
+        nbformat.v4.new_code_cell(
+            "from loraedit_nb.video import show_images\nshow_images({'a frame': v[2], 'grey': v[0] * 0 + 0.5})"),
     ])
     nbformat.write(nb, src)
     seconds, err = run_notebook(src, tmp_path / "executed", timeout=120, html=False)
@@ -27,6 +29,8 @@ def test_executed_notebook_becomes_markdown_with_gifs_and_pngs(tmp_path):
     gif = Image.open(tmp_path / "docs" / "09_demo_files" / "video_01.gif")
     assert gif.n_frames == 5 and gif.info.get("loop") == 0
     assert gif.size == (24, 16)
-    pngs = list((tmp_path / "docs" / "09_demo_files").glob("*.png"))
-    assert len(pngs) == 1 and pngs[0].name in text
+    pngs = sorted(p.name for p in (tmp_path / "docs" / "09_demo_files").glob("*.png"))
+    assert len(pngs) == 3 and all(name in text for name in pngs)  # the plot, and show_images' two pictures
+    assert "data:image/png" not in text and 'src="09_demo_files/image_02.png"' in text
+    assert Image.open(tmp_path / "docs" / "09_demo_files" / "image_01.png").size == (24, 16)
     assert "moving line" in text
