@@ -251,3 +251,31 @@ def test_painter_negative_first_then_positive_and_the_fallback_notice():
     assert (p.mask & truth).sum() / truth.sum() > 0.8 and len(p.clicks) == 2
     p.forget_clicks()
     assert p.clicks == [] and p.mask.any()
+
+
+def test_an_unreachable_hub_fails_in_seconds_with_the_fix(monkeypatch):
+    """Not cached and no Hub: one OSError naming the folder and flow fixes, without huggingface_hub's minutes of
+    retries (the Hub is never contacted here)."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(S, "hub_reachable", lambda timeout=3.0: False)
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match="cannot be reached.*not in the local cache.*--segmenter DIR.*'flow'"):
+        S.load_segmenter("tiny", device="cpu")
+    assert time.perf_counter() - t0 < 30
+    monkeypatch.undo()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert S.hub_reachable() is False
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # a proxy: a direct connect proves nothing
+    assert S.hub_reachable() is True
+
+
+def test_fallback_flow_says_so_and_returns_the_stand_in(monkeypatch, capsys):
+    monkeypatch.setattr(S, "hub_reachable", lambda timeout=3.0: False)
+    seg = S.load_segmenter("tiny", device="cpu", fallback="flow")
+    assert isinstance(seg, S.FlowTracker) and "flow stand-in tracks instead" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="fallback"):
+        S.load_segmenter("tiny", fallback="sam")
