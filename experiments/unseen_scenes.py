@@ -177,8 +177,7 @@ def build_appearance_cases(mask: str = "box"):
     becomes a square just inside its box; a two-tone disc leaving an occluder, its hidden back half recoloured
     (the last edited frame supplied); an object that grows 1.8x. ``mask`` as comparisons.appearance_cases: the
     source's box + 10 % dilated 1 px, or the union of both objects dilated 2 px. ``new_pixels`` as there."""
-    from loraedit_nb import masks as M
-    from loraedit_nb.comparisons import Case
+    from loraedit_nb.comparisons import appearance_case
 
     rng = np.random.default_rng(300)
     out = []
@@ -206,15 +205,9 @@ def build_appearance_cases(mask: str = "box"):
     cap3 = "moves right and down, fast"
     out.append(("u_grow", "grow", src3, c3, gt3, c4, {0: gt3[0]}, f"a magenta square {cap3}",
                 f"a magenta square {cap3}"))
-    cases = []
-    for name, kind, s_, c_src, g_, c_gt, edited, prompt, edited_prompt in out:
-        obj = (c_src > 0) | (c_gt > 0)
-        changed = np.abs(g_ - s_).sum(-1) > 1e-6
-        new = changed if kind == "reveal" else changed & ~(c_src > 0)
-        given = (M.dilate(M.to_boxes(c_src > 0, expand_ratio=0.1, min_area=1), 1) if mask == "box"
-                 else M.dilate(obj, 2))
-        cases.append(Case(name, kind, s_, given, g_, edited, prompt, edited_prompt, obj, new))
-    return cases
+    return [appearance_case(name, kind, s_, c_src > 0, g_, (c_src > 0) | (c_gt > 0), edited, prompt, edited_prompt,
+                            mask=mask)
+            for name, kind, s_, c_src, g_, c_gt, edited, prompt, edited_prompt in out]
 
 
 def variants_for(case) -> tuple[str, ...]:

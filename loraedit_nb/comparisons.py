@@ -111,13 +111,22 @@ def appearance_cases(n: int = 6, *, size: int = 32, frames: int = 9, seed: int =
         e = make_edit(spec, kind, size=size, frames=frames, seed=seed + i,
                       **({"with_last": True} if with_last and kind != "reveal" else {}))
         src = e.source
-        changed = np.abs(e.video - src.video).sum(-1) > 1e-6
-        new = changed if kind == "reveal" else changed & ~src.mask  # reveal: inside the source object
-        given = (M.dilate(M.to_boxes(src.mask, expand_ratio=0.1, min_area=1), 1) if mask == "box"
-                 else M.dilate(e.mask, 2))
-        cases.append(Case(f"{i:02d}_{kind}", kind, src.video, given, e.video, dict(e.edited_frames), src.caption,
-                          e.caption, e.mask.copy(), new))
+        cases.append(appearance_case(f"{i:02d}_{kind}", kind, src.video, src.mask, e.video, e.mask,
+                                     dict(e.edited_frames), src.caption, e.caption, mask=mask))
     return cases
+
+
+def appearance_case(name: str, kind: str, source: np.ndarray, source_mask: np.ndarray, ground_truth: np.ndarray,
+                    edit_mask: np.ndarray, edited_frames: dict, prompt: str, edited_prompt: str, *,
+                    mask: str = "box") -> Case:
+    """One :func:`appearance_cases` case from any renderer: ``source_mask`` the source object's visible pixels,
+    ``edit_mask`` those of source and edited objects together; the mask LoRA-Edit gets and ``new_pixels`` are
+    made from them as :func:`appearance_cases` says."""
+    changed = np.abs(ground_truth - source).sum(-1) > 1e-6
+    new = changed if kind == "reveal" else changed & ~source_mask  # reveal: inside the source object
+    given = (M.dilate(M.to_boxes(source_mask, expand_ratio=0.1, min_area=1), 1) if mask == "box"
+             else M.dilate(edit_mask, 2))
+    return Case(name, kind, source, given, ground_truth, edited_frames, prompt, edited_prompt, edit_mask.copy(), new)
 
 
 def training_recipe(variant: str) -> str | None:

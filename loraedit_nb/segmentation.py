@@ -312,8 +312,7 @@ class FlowTracker:
             anchors = {f: self.region(video[f], g) for (f, oo), g in groups.items() if oo == o}
             frames = sorted(anchors)
             m = np.zeros((T, H, W), dtype=bool)
-            m[: frames[0] + 1] = M.propagate_both_ways(video[: frames[0] + 1], anchors[frames[0]], frames[0])[
-                : frames[0] + 1]
+            m[: frames[0] + 1] = M.propagate_both_ways(video[: frames[0] + 1], anchors[frames[0]], frames[0])
             for i, f in enumerate(frames):
                 end = frames[i + 1] if i + 1 < len(frames) else T
                 m[f:end] = M.propagate_flow(video[f:end], anchors[f])

@@ -233,14 +233,20 @@ def _corners(a: tuple[float, float], b: tuple[float, float]) -> tuple[tuple[int,
 
 
 @dataclass(frozen=True)
-class StrokeTool:
-    """Brush (``value=True``) or eraser (``False``): round dabs of radius ``size`` along the drag (:func:`paint`
-    on the press, :func:`stroke` for every move). The whole drag is one undo step."""
+class _Tool:
+    """What every tool has: its button's ``name``, ``help`` (the button's tooltip and the status line's hint),
+    ``value`` (paint or erase, a positive or negative click) and ``verb`` (past tense, for the status line)."""
 
     name: str
-    help: str  # the button's tooltip and the status line's hint
+    help: str
     value: bool
-    verb: str  # past tense, for the status line
+    verb: str
+
+
+@dataclass(frozen=True)
+class StrokeTool(_Tool):
+    """Brush (``value=True``) or eraser (``False``): round dabs of radius ``size`` along the drag (:func:`paint`
+    on the press, :func:`stroke` for every move). The whole drag is one undo step."""
 
     def press(self, painter: MaskPainter, drag: Drag) -> None:
         x, y = drag.points[0]
@@ -262,14 +268,9 @@ class StrokeTool:
 
 
 @dataclass(frozen=True)
-class BoxTool:
+class BoxTool(_Tool):
     """Box (``value=True``) or box eraser (``False``): fill or clear the rectangle between the press and the
     release (:func:`box`); while dragging, only its outline is drawn. One undo step."""
-
-    name: str
-    help: str
-    value: bool
-    verb: str
 
     def press(self, painter: MaskPainter, drag: Drag) -> None:
         x, y = drag.points[0]
@@ -294,14 +295,9 @@ class BoxTool:
 
 
 @dataclass(frozen=True)
-class ClickTool:
+class ClickTool(_Tool):
     """Click-to-track: a press is a positive (``value=True``) or negative click at that video pixel of the frame on
     screen (:meth:`MaskPainter.click`); SAM2 re-tracks the object from all clicks so far. One undo step."""
-
-    name: str
-    help: str
-    value: bool
-    verb: str
 
     def press(self, painter: MaskPainter, drag: Drag) -> None:
         x, y = drag.points[0]
