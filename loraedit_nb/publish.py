@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -100,7 +101,7 @@ def notebook_to_markdown(executed: Path, docs: Path) -> Path:
         (docs / name).parent.mkdir(parents=True, exist_ok=True)
         (docs / name).write_bytes(blob)
     md = docs / f"{stem}.md"
-    md.write_text(body)
+    md.write_text(body.replace(f"{ROOT}{os.sep}", ""))  # printed paths read from the repository root, not this machine
     return md
 
 

@@ -19,6 +19,8 @@ def test_executed_notebook_becomes_markdown_with_gifs_and_pngs(tmp_path):
             "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0]); plt.title('a line'); plt.show()"),
         nbformat.v4.new_code_cell(
             "from loraedit_nb.video import show_images\nshow_images({'a frame': v[2], 'grey': v[0] * 0 + 0.5})"),
+        nbformat.v4.new_code_cell(
+            "from loraedit_nb.models import DATA_DIR\nprint(DATA_DIR.parent / 'outputs/notebooks/02/lora')"),
     ])
     nbformat.write(nb, src)
     seconds, err = run_notebook(src, tmp_path / "executed", timeout=120, html=False)
@@ -34,3 +36,6 @@ def test_executed_notebook_becomes_markdown_with_gifs_and_pngs(tmp_path):
     assert "data:image/png" not in text and 'src="09_demo_files/image_02.png"' in text
     assert Image.open(tmp_path / "docs" / "09_demo_files" / "image_01.png").size == (24, 16)
     assert "moving line" in text
+    from loraedit_nb.notebook_runner import ROOT
+
+    assert "outputs/notebooks/02/lora" in text and str(ROOT) not in text  # no machine path on a published page
