@@ -4,12 +4,14 @@ training seeds, one row per (lever, case, seed) appended to a JSON-lines file, s
 stopped (rows already there are skipped; motion LoRAs are cached in the probe cache).
 
 Each lever is a training recipe; the edit is the package's plain inference (edit_video, the paper's default) with
-the case's later edited frames passed as edit_video takes them. CPU seconds (one thread) are recorded per row, so
-levers compare at equal CPU time: 'motion' trains 800 steps, 'motion950' 950 (what a 150-step stage 2 adds).
+the case's later edited frames passed as edit_video takes them (placed in the condition only by the *_placed
+levers). CPU seconds (one thread) are recorded per row, so levers compare at equal CPU time: 'motion' trains 800
+steps, 'motion950' 950 (what a 150-step stage 2 adds).
 
 Run: LORAEDIT_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python experiments/appearance_levers.py [--seeds 0,1,2]
      [--cases 3] [--levers motion,app_official,...] [--out results/appearance_levers/rows.jsonl]
      [--unseen --out results/appearance_levers/unseen_rows.jsonl]   (the kinds drawn by unseen_scenes.py)
+     [--recolour --out results/appearance_levers/recolour_rows.jsonl]   (what a lever costs on recolours)
 Table: .venv/bin/python experiments/appearance_levers.py --table
 """
 from __future__ import annotations
@@ -49,7 +51,25 @@ LEVERS = {
     "joint": dict(steps=950, joint=0.25),  # from scratch, P(appearance batch) = 0.25
     "union": dict(stage2=STAGE2, mask="union"),  # the shape-agnostic mask: source and edit objects, dilated
     "union_motion": dict(mask="union"),
+    "union_long": dict(stage2=2 * STAGE2, mask="union"),
+    "app_weighted": dict(stage2=STAGE2, w_generate=2.0),  # the dual-role loss: the region weighs twice
+    # the user edits two more frames (the middle and the last, from the ground truth): trained on, and/or given
+    "app_keys": dict(stage2=STAGE2, keys=True),
+    "app_keys_placed": dict(stage2=STAGE2, keys=True, place=True),
+    "motion_keys_placed": dict(keys=True, place=True),  # the same frames given to the motion LoRA at inference
+    # the ceiling at this size: the motion regime trained on the *edited* video itself (which no user has)
+    "oracle": dict(oracle=True),
 }
+
+
+def with_keys(case):
+    """The case with the middle and last frames also edited (exact, from its ground truth), as a user who edits
+    three frames would give them."""
+    T = len(case.source)
+    frames = dict(case.edited_frames)
+    for i in (T // 2, T - 1):
+        frames.setdefault(i, case.ground_truth[i].copy())
+    return replace(case, edited_frames=frames)
 
 
 def held_clip_samples(case) -> list:
@@ -69,6 +89,10 @@ def train(bb, case, lever: str, seed: int):
     spec = LEVERS[lever]
     cfg = toy_config(seed=seed)
     video = [motion_sample(case.source, case.mask, case.prompt)]
+    if spec.get("oracle"):
+        t0 = time.process_time()
+        lora = train_lora(bb, [motion_sample(case.ground_truth, case.mask, case.edited_prompt)], cfg, progress=False)
+        return lora, time.process_time() - t0
     if "joint" in spec:
         t0 = time.process_time()
         samples = video + appearance_samples(case.source, case.mask, case.edited_frames, case.edited_prompt)
@@ -91,7 +115,8 @@ def train(bb, case, lever: str, seed: int):
     extra = held_clip_samples(case) if spec.get("clip") else appearance_samples(
         case.source, case.mask, case.edited_frames, case.edited_prompt)
     samples = (video if spec.get("stage2_video", True) else []) + extra
-    c2 = replace(cfg, steps=spec["stage2"], lr=cfg.lr * spec.get("stage2_lr", 1.0))
+    c2 = replace(cfg, steps=spec["stage2"], lr=cfg.lr * spec.get("stage2_lr", 1.0),
+                 w_generate=spec.get("w_generate", cfg.w_generate))
     if spec.get("clip"):  # held clips are video samples: keep the official 9:1 weight of the edited frames
         c2 = replace(c2, appearance_ratio=None)
     lora = train_lora(bb, samples, c2, init_lora=motion, progress=False)
@@ -102,7 +127,8 @@ def metrics(case, video) -> dict:
     m = evaluate_edit(case.source, video, case.mask, ground_truth=case.ground_truth)
     obj = object_fidelity(case.ground_truth, video, case.object_mask)
     return dict(region=m["gt_psnr_region"], bg=m["bg_psnr"], motion_cos=m.get("motion_cosine", float("nan")),
-                new_fill=new_pixel_fill(case.source, case.ground_truth, video, case.new_pixels),
+                new_fill=(float("nan") if case.new_pixels is None
+                          else new_pixel_fill(case.source, case.ground_truth, video, case.new_pixels)),
                 near=obj["gt_near_share"], vanished=obj["vanished_frames"],
                 f0=psnr(case.edited_frames[0][None], video[:1]))
 
@@ -118,7 +144,9 @@ def run(args) -> None:
         for line in out.read_text().splitlines():
             r = json.loads(line)
             done.add((r["lever"], r["case"], r["seed"]))
-    if args.unseen:  # the same kinds drawn by other rendering code (experiments/unseen_scenes.py)
+    if args.recolour:  # the README comparison's recolours: what a lever costs where frame 0 is enough
+        cases = dict.fromkeys(("box", "union"), C.toy_cases(3))  # one object recoloured: the union is its mask
+    elif args.unseen:  # the same kinds drawn by other rendering code (experiments/unseen_scenes.py)
         from unseen_scenes import build_appearance_cases
 
         cases = {mask: build_appearance_cases(mask) for mask in ("box", "union")}
@@ -129,14 +157,18 @@ def run(args) -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for i in range(args.cases):
             for lever in levers:
-                case = cases[LEVERS[lever].get("mask", "box")][i]
+                spec = LEVERS[lever]
+                case = cases[spec.get("mask", "box")][i]
                 if (lever, case.name, seed) in done:
                     continue
+                if spec.get("keys"):
+                    case = with_keys(case)
                 lora, train_s = train(bb, case, lever, seed)
                 later = {k: f for k, f in case.edited_frames.items() if k != 0}
                 t0 = time.process_time()
                 res = edit_video(bb, lora, case.source, case.mask, case.edited_frames[0], prompt=case.edited_prompt,
-                                 edited_frames=later or None, seed=seed, progress=False)
+                                 edited_frames=later or None, place_edited_frames=spec.get("place", False),
+                                 seed=seed, progress=False)
                 row = dict(lever=lever, case=case.name, kind=case.kind, seed=seed, train_cpu_s=round(train_s, 1),
                            edit_cpu_s=round(time.process_time() - t0, 2), **metrics(case, res.video))
                 with out.open("a") as f:
@@ -171,6 +203,8 @@ if __name__ == "__main__":
     ap.add_argument("--out", default="results/appearance_levers/rows.jsonl")
     ap.add_argument("--unseen", action="store_true", help="the three kinds drawn by experiments/unseen_scenes.py "
                     "(use another --out, e.g. results/appearance_levers/unseen_rows.jsonl)")
+    ap.add_argument("--recolour", action="store_true", help="the 3 recolours of comparisons.toy_cases (the README's "
+                    "comparison; use another --out, e.g. results/appearance_levers/recolour_rows.jsonl)")
     ap.add_argument("--table", action="store_true", help="print the table of --out and stop")
     a = ap.parse_args()
     if a.table:
