@@ -178,39 +178,46 @@ def run(args) -> None:
                 print(json.dumps(row), flush=True)
 
 
-def table(path: str) -> str:
-    """Mean over cases per seed, then mean ± std over seeds, per lever and kind. ``Δ region`` is the lever's region
-    PSNR minus motion only's on the same case, seed and mask ('union_motion' for the union-mask levers: the region
-    is the mask's, so only rows with one mask compare); the issue's target is ≥ 2 dB on the new kinds."""
+def load_rows(path) -> list[dict]:
+    """The rows of one JSON-lines file, each with ``d_region``: its region PSNR minus motion only's on the same case,
+    seed and mask ('union_motion' for the union-mask levers: the region is the mask's, so only rows with one mask
+    compare); NaN where that row is missing."""
     rows = [json.loads(x) for x in Path(path).read_text().splitlines()]
     base = {(r["lever"], r["case"], r["seed"]): r["region"] for r in rows if r["lever"] in ("motion", "union_motion")}
     for r in rows:
         ref = ("union_motion" if LEVERS[r["lever"]].get("mask") == "union" else "motion", r["case"], r["seed"])
         r["d_region"] = r["region"] - base[ref] if ref in base else np.nan
+    return rows
+
+
+def _per_seed(rows, lever, kind, key) -> list[float]:
+    """One value per training seed: the mean of ``key`` over that seed's cases of this lever and kind."""
+    seeds = sorted({r["seed"] for r in rows if r["lever"] == lever and r["kind"] == kind})
+    return [np.nanmean([r[key] for r in rows if r["lever"] == lever and r["kind"] == kind and r["seed"] == s])
+            for s in seeds]
+
+
+def table(path: str) -> str:
+    """Mean over cases per seed, then mean ± std over seeds, per lever and kind; ``Δ region`` as
+    :func:`load_rows` says (the issue's target is ≥ 2 dB on the new kinds)."""
+    rows = load_rows(path)
     keys = ("region", "d_region", "new_fill", "bg", "motion_cos", "train_cpu_s")
     head = [k.replace("d_region", "Δ region") for k in keys]
     lines = ["| lever | kind | seeds | " + " | ".join(head) + " |", "|---|---|---|" + "---|" * len(keys)]
     for lever in LEVERS:
         for kind in sorted({r["kind"] for r in rows}):
-            mine = [r for r in rows if r["lever"] == lever and r["kind"] == kind]
-            seeds = sorted({r["seed"] for r in mine})
-            if not mine:
+            n_seeds = len(_per_seed(rows, lever, kind, "region"))
+            if not n_seeds:
                 continue
             cells = []
             for k in keys:
-                per = [np.nanmean([r[k] for r in mine if r["seed"] == s]) for s in seeds]
+                per = _per_seed(rows, lever, kind, k)
                 if not np.isfinite(per).any():
                     cells.append("–")  # no new pixels: a recolour
                     continue
                 cells.append(f"{np.mean(per):.2f} ± {np.std(per):.2f}" if len(per) > 1 else f"{per[0]:.2f}")
-            lines.append(f"| {lever} | {kind} | {len(seeds)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {lever} | {kind} | {n_seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _per_seed(rows, lever, kind, key):
-    seeds = sorted({r["seed"] for r in rows if r["lever"] == lever and r["kind"] == kind})
-    return [np.nanmean([r[key] for r in rows if r["lever"] == lever and r["kind"] == kind and r["seed"] == s])
-            for s in seeds]
 
 
 def targets(folder: str = "results/appearance_levers") -> str:
@@ -218,18 +225,8 @@ def targets(folder: str = "results/appearance_levers") -> str:
     each new kind (≥ 2 dB), the corners' fill (≥ 0.6 of the truth's 1.0), Δ region on the recolours (≥ -0.5 dB) and
     their motion cosine (≥ 0.9; motion only's is 0.94), and the motion cosine over the new kinds (a grown object's
     motion field is not the source's: motion only scores 0.72 there). Means over seeds; blank where no row exists."""
-    sets = {}
-    for tag, name in (("S", "rows.jsonl"), ("U", "unseen_rows.jsonl"), ("R", "recolour_rows.jsonl")):
-        path = Path(folder) / name
-        if not path.exists():
-            continue
-        rows = [json.loads(x) for x in path.read_text().splitlines()]
-        base = {(r["lever"], r["case"], r["seed"]): r["region"] for r in rows
-                if r["lever"] in ("motion", "union_motion")}
-        for r in rows:
-            ref = ("union_motion" if LEVERS[r["lever"]].get("mask") == "union" else "motion", r["case"], r["seed"])
-            r["d_region"] = r["region"] - base[ref] if ref in base else np.nan
-        sets[tag] = rows
+    names = {"S": "rows.jsonl", "U": "unseen_rows.jsonl", "R": "recolour_rows.jsonl"}
+    sets = {tag: load_rows(Path(folder) / name) for tag, name in names.items() if (Path(folder) / name).exists()}
 
     def cell(tag, lever, kind, key, fmt="{:+.1f}"):
         per = _per_seed(sets.get(tag, []), lever, kind, key)
